@@ -1,0 +1,39 @@
+# swarmupdate: `make demo` runs a local swarm, `make test` runs every test tier.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit venv bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/swarmupdate demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check swarmupdate tests bench
+	$(BIN)/ruff format --check swarmupdate tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy swarmupdate
+
+test: $(STAMP)
+	bash scripts/install-test-deps.sh
+	$(MAKE) --no-print-directory lint typecheck
+	$(BIN)/pytest -q
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+bench: $(STAMP)
+	$(BIN)/python bench/publish.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

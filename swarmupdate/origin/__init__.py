@@ -1,0 +1,1 @@
+"""The origin: the tree the publisher writes and any static server serves."""

@@ -1,0 +1,1 @@
+"""TUF: the publisher-side repository and the agent-side updater driver."""
