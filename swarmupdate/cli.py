@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmupdate import __version__
-from swarmupdate.errors import ConfigError, SwarmUpdateError
+from swarmupdate.errors import ConfigError, RepositoryStateError, SwarmUpdateError
 from swarmupdate.obs.logging import configure_logging, get_logger
 
 __all__ = ["main"]
@@ -148,6 +148,8 @@ def cmd_app_add(args: argparse.Namespace) -> int:
 
     validate_app_name(args.name)
     repo = Repository(args.dir)
+    if args.name in repo.apps:
+        raise RepositoryStateError(f"app {args.name!r} already exists")
     if (args.public_key is None) != (args.signer_uri is None):
         raise ConfigError("--public-key and --signer-uri go together")
     repo.check_not_expired(["root", "targets"])

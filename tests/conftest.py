@@ -14,6 +14,7 @@ import anyio
 import anyio.from_thread
 import pytest
 
+from swarmupdate.net.httpserver import ServerLimits
 from swarmupdate.origin.server import OriginServer
 from swarmupdate.publisher.repository import Repository
 
@@ -98,8 +99,8 @@ def serve_origin() -> Iterator[object]:
     with anyio.from_thread.start_blocking_portal() as portal:
         scopes = []
 
-        def start(root: Path) -> Origin:
-            server = OriginServer(root)
+        def start(root: Path, limits: ServerLimits | None = None) -> Origin:
+            server = OriginServer(root, limits=limits or ServerLimits())
             future, bound = portal.start_task(server.serve, "127.0.0.1", 0)
             scopes.append(future)
             return Origin(server, f"http://127.0.0.1:{bound}")

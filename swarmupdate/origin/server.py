@@ -17,7 +17,7 @@ from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from swarmupdate.net.httpserver import FileBody, Request, Response, serve
+from swarmupdate.net.httpserver import FileBody, Request, Response, ServerLimits, serve
 from swarmupdate.obs.logging import get_logger
 from swarmupdate.obs.metrics import build_info
 
@@ -29,8 +29,11 @@ log = get_logger("swarmupdate.origin")
 class OriginServer:
     """Serve ``root`` over HTTP with metrics and access logs."""
 
-    def __init__(self, root: Path, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, root: Path, registry: CollectorRegistry | None = None, limits: ServerLimits = ServerLimits()
+    ) -> None:
         self.root = root.resolve()
+        self.limits = limits
         self.registry = registry or CollectorRegistry()
         self.sent_bytes = Counter(
             "swarmupdate_origin_sent_bytes",
@@ -48,7 +51,7 @@ class OriginServer:
     def resolve(self, url_path: str) -> Path | None:
         """Map a URL path to a regular file under the root, or None (never escapes the root)."""
         path = unquote(url_path)
-        if "\x00" in path or "\\" in path:
+        if "\x00" in path or "\\" in path or path.endswith("/"):
             return None
         norm = posixpath.normpath("/" + path.lstrip("/"))
         if norm != "/" + path.lstrip("/").rstrip("/") or any(p.startswith(".") for p in norm.split("/") if p):
@@ -96,4 +99,6 @@ class OriginServer:
         self, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve until cancelled; reports the bound port through ``task_status``."""
-        await serve(self.handle, host, port, on_response=self.on_response, task_status=task_status)
+        await serve(
+            self.handle, host, port, limits=self.limits, on_response=self.on_response, task_status=task_status
+        )

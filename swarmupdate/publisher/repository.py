@@ -195,6 +195,7 @@ class Repository:
         repo.dir, repo.now, repo.settings, repo.keys = directory, now, settings, keys
         repo.layout = OriginLayout(directory / "origin")
         repo.apps = {}
+        repo.stale = set()
         repo._staged = _Staged()
         repo.root = Metadata(root)
         repo.targets = Metadata(Targets(expires=_expiry(now, settings.expiry("targets"))))
@@ -236,6 +237,7 @@ class Repository:
         # walk the chain as a client would: each root must be signed by its predecessor and itself
         root = self._read(self.layout.metadata("root", 1), Root)
         self._check(root, "root", root, self.layout.metadata("root", 1))
+        previous: Metadata[Root] | None = None
         v = 2
         while self.layout.metadata("root", v).exists():
             path = self.layout.metadata("root", v)
@@ -244,21 +246,33 @@ class Repository:
             self._check(new, "root", new, path)
             if new.signed.version != v:
                 raise RemoteDataError(f"{path}: says version {new.signed.version}")
-            root, v = new, v + 1
+            previous, root, v = root, new, v + 1
         self.root = root
+        #: top-level roles still signed under the previous root: a key rotation was interrupted
+        #: after the new root went live; the next commit re-signs them
+        self.stale: set[str] = set()
+
+        def check_top(role: str, md: Metadata[Any], path: Path) -> None:
+            try:
+                self._check(self.root, role, md, path)
+            except RemoteDataError:
+                if previous is None:
+                    raise
+                self._check(previous, role, md, path)
+                self.stale.add(role)
 
         ts_path = self.layout.metadata("timestamp", None)
         self.timestamp = self._read(ts_path, Timestamp)
-        self._check(self.root, "timestamp", self.timestamp, ts_path)
+        check_top("timestamp", self.timestamp, ts_path)
         snap_path = self.layout.metadata("snapshot", self.timestamp.signed.snapshot_meta.version)
         self.snapshot = self._read(snap_path, Snapshot)
-        self._check(self.root, "snapshot", self.snapshot, snap_path)
+        check_top("snapshot", self.snapshot, snap_path)
         t_meta = self.snapshot.signed.meta.get("targets.json")
         if t_meta is None:
             raise RemoteDataError(f"{snap_path}: lists no targets.json")
         t_path = self.layout.metadata("targets", t_meta.version)
         self.targets = self._read(t_path, Targets)
-        self._check(self.root, "targets", self.targets, t_path)
+        check_top("targets", self.targets, t_path)
         delegations = self.targets.signed.delegations
         for name in delegations.roles if delegations and delegations.roles else {}:
             meta = self.snapshot.signed.meta.get(f"{name}.json")
@@ -268,6 +282,8 @@ class Repository:
             md = self._read(path, Targets)
             self._check(self.targets, name, md, path)
             self.apps[name] = md
+        if "targets" in self.stale:
+            self.stage("targets")
 
     # ------------------------------------------------------------------ queries
 
@@ -301,12 +317,18 @@ class Repository:
         """
         for role in roles:
             keys, threshold = self.role_keys(role)
-            have = [k for k in keys if self.keys.has(k.keyid)]
-            if len(have) < threshold:
-                missing = ", ".join(k.keyid[:12] for k in keys if not self.keys.has(k.keyid))
+            have, problems = 0, []
+            for key in keys:
+                try:
+                    self.keys.signer(key, role)
+                except SigningError as exc:
+                    problems.append(str(exc))
+                else:
+                    have += 1
+            if have < threshold:
                 raise SigningError(
-                    f"role {role!r} needs {threshold} signature(s), {len(have)} key(s) available "
-                    f"(missing: {missing}); give them with --signer-uri or put them in {self.keys.dir}"
+                    f"role {role!r} needs {threshold} signature(s), {have} key(s) available: "
+                    + "; ".join(problems)
                 )
 
     def check_not_expired(self, roles: Iterable[str]) -> None:
@@ -401,14 +423,14 @@ class Repository:
         self.require_signers([*(["root"] if "root" in staged else []), *order, "snapshot", "timestamp"])
 
         # sign everything in memory first: a missing key must fail before the first write
-        blobs: list[tuple[Path, bytes]] = []
+        blobs: list[tuple[str, Path, bytes]] = []
         if "root" in staged:
             md = staged["root"]
             if not initial:
                 md.signed.version += 1
             md.signed.expires = _expiry(self.now, self.settings.expiry("root"))
             self.sign("root", md, extra_root_keys)
-            blobs.append((self.layout.metadata("root", md.signed.version), md.to_bytes(_SERIALIZER)))
+            blobs.append(("root", self.layout.metadata("root", md.signed.version), md.to_bytes(_SERIALIZER)))
         snap = self.snapshot.signed
         if not initial:
             snap.version += 1
@@ -419,29 +441,37 @@ class Repository:
             md.signed.expires = _expiry(self.now, self.settings.expiry(role))
             self.sign(role, md)
             data = md.to_bytes(_SERIALIZER)
-            blobs.append((self.layout.metadata(role, md.signed.version), data))
+            blobs.append((role, self.layout.metadata(role, md.signed.version), data))
             snap.meta[f"{role}.json"] = MetaFile(md.signed.version, len(data), {"sha256": _sha256(data)})
         snap.expires = _expiry(self.now, self.settings.expiry("snapshot"))
         self.sign("snapshot", self.snapshot)
         snap_bytes = self.snapshot.to_bytes(_SERIALIZER)
-        blobs.append((self.layout.metadata("snapshot", snap.version), snap_bytes))
+        blobs.append(("snapshot", self.layout.metadata("snapshot", snap.version), snap_bytes))
         ts = self.timestamp.signed
         if not initial:
             ts.version += 1
         ts.snapshot_meta = MetaFile(snap.version, len(snap_bytes), {"sha256": _sha256(snap_bytes)})
         ts.expires = _expiry(self.now, self.settings.expiry("timestamp"))
         self.sign("timestamp", self.timestamp)
-        blobs.append((self.layout.metadata("timestamp", None), self.timestamp.to_bytes(_SERIALIZER)))
+        blobs.append(
+            ("timestamp", self.layout.metadata("timestamp", None), self.timestamp.to_bytes(_SERIALIZER))
+        )
 
-        for path, data in blobs:
-            fault_point(f"before-{path.name}")
+        for role, path, data in blobs:
+            fault_point(f"before-{role}")
             atomic_write_bytes(path, data)
         self._staged = _Staged()
         fault_point("after-commit")
 
     def refresh_timestamp(self, *, snapshot_too: bool) -> None:
-        """Re-sign timestamp (and snapshot when asked) with fresh expiry; nothing else changes."""
-        self.commit() if snapshot_too else self._commit_timestamp_only()
+        """Re-sign timestamp (and snapshot when asked) with fresh expiry; nothing else changes.
+
+        Roles left stale by an interrupted key rotation are re-signed too.
+        """
+        if snapshot_too or self.stale - {"timestamp"}:
+            self.commit()
+        else:
+            self._commit_timestamp_only()
 
     def _commit_timestamp_only(self) -> None:
         self.require_signers(["timestamp"])

@@ -57,10 +57,13 @@ class Release:
         return self.sha256
 
 
-def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    """Order versions naturally: ``1.10`` after ``1.9``, numbers before words at the same place."""
+def version_key(version: str) -> tuple[tuple[float, int | str], ...]:
+    """Order versions naturally: ``1.9 < 1.10``, and letters mark a pre-release: ``1.0rc1 < 1.0 < 1.0.1``."""
     parts = re.findall(r"\d+|[A-Za-z]+", version)
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+    key: list[tuple[float, int | str]] = [(2, int(p)) if p.isdigit() else (0, p) for p in parts]
+    # the end of a version sorts after any pre-release word and before any further number
+    key.append((1, ""))
+    return tuple(key)
 
 
 @contextmanager
