@@ -248,6 +248,14 @@ def cmd_origin_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from swarmupdate.demo import run_demo
+
+    if args.size_mb < 1:
+        raise ConfigError("--size-mb must be at least 1")
+    return run_demo(args.size_mb, args.workdir, args.keep)
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -341,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = leaf(origin, "serve", cmd_origin_serve, "serve an origin tree over HTTP", json_flag=False)
     sp.add_argument("dir", type=Path)
     sp.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8080), metavar="HOST:PORT")
+
+    sp = leaf(
+        sub, "demo", cmd_demo, "run a local origin, publish a signed release and download it", json_flag=False
+    )
+    sp.add_argument("--size-mb", type=int, default=64, help="artifact size in MiB (default 64)")
+    sp.add_argument(
+        "--workdir", type=Path, help="keep everything in this directory instead of a temporary one"
+    )
+    sp.add_argument("--keep", action="store_true", help="do not delete the temporary directory")
     return p
 
 
