@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_CHUNKER", "ChunkRef", "ChunkerParams", "ReleaseRef", "is_sha256_hex"]
+__all__ = ["DEFAULT_CHUNKER", "ChunkRef", "ChunkerParams", "PeerInfo", "ReleaseRef", "is_sha256_hex"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -53,3 +53,13 @@ class ReleaseRef:
     def manifest_path(self) -> str:
         """The TUF target path of the chunk manifest: ``A/V/F.manifest.json``."""
         return f"{self.artifact_path}.manifest.json"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """A peer as the tracker and peer exchange describe it. A hint only: never trusted."""
+
+    peer_id: str
+    url: str
+    site: str = ""
+    complete: bool = False

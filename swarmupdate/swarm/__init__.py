@@ -1,0 +1,1 @@
+"""The sans-I/O swarm core: bitfields, peer state, chunk picking, the download state machine."""
