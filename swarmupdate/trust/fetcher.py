@@ -6,7 +6,11 @@ HTTP error statuses become ``DownloadHTTPError(status)``; every transport failur
 
 from __future__ import annotations
 
+import tempfile
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
 
 import httpx
 from tuf.api import exceptions as tuf_exc
@@ -30,7 +34,9 @@ class HttpxFetcher(FetcherInterface):
         read_timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         client: httpx.Client | None = None,
+        total_timeout: float = 300.0,
     ) -> None:
+        self._total_timeout = total_timeout
         self._client = client or httpx.Client(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             headers={"User-Agent": f"swarmupdate/{__version__}"},
@@ -40,6 +46,33 @@ class HttpxFetcher(FetcherInterface):
 
     def close(self) -> None:
         self._client.close()
+
+    @contextmanager
+    def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
+        """Like python-tuf's, plus an overall deadline, and the connection is closed on any error
+        (not when the exception object is finally collected: a hostile server must not keep it)."""
+        deadline = time.monotonic() + self._total_timeout
+        received = 0
+        chunks = self.fetch(url)
+        try:
+            with tempfile.TemporaryFile() as temp_file:
+                for chunk in chunks:
+                    received += len(chunk)
+                    if received > max_length:
+                        raise tuf_exc.DownloadLengthMismatchError(
+                            f"{url}: {received} bytes, more than the allowed {max_length}"
+                        )
+                    if time.monotonic() > deadline:
+                        raise tuf_exc.SlowRetrievalError(
+                            f"{url}: not complete after {self._total_timeout:.0f}s"
+                        )
+                    temp_file.write(chunk)
+                temp_file.seek(0)
+                yield temp_file
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         try:
