@@ -12,7 +12,9 @@
     │   │                             expiry, format (origin, peer, tracker or network)
     │   └── ChunkVerificationError    a chunk's bytes do not match its signed digest
     ├── TransferError                 a transfer failed: connect, timeout, HTTP status
-    │   └── HTTPStatusError           the server answered with an unexpected status
+    │   ├── HTTPStatusError           the server answered with an unexpected status
+    │   └── FetchError                a chunk/bitfield fetch from a peer or the origin failed,
+    │                                 with the kind of failure the swarm core acts on
     └── StoreError                    the local disk refused (full, read-only, corrupt)
 
 Foreign exceptions (httpx, tuf, OSError) are translated at the boundary with
@@ -24,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "ChunkVerificationError",
     "ConfigError",
+    "FetchError",
     "HTTPStatusError",
     "ReleaseExistsError",
     "RemoteDataError",
@@ -90,6 +93,19 @@ class HTTPStatusError(TransferError):
         super().__init__(f"HTTP {status} from {url}")
         self.status = status
         self.url = url
+
+
+class FetchError(TransferError):
+    """A fetch from a peer or the origin failed.
+
+    ``kind`` is what the swarm core acts on: ``corrupt`` (bad, short or overlong bytes: ban),
+    ``missing`` (404), ``busy`` (429, with ``retry_after``), ``timeout``, ``error`` (connection).
+    """
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
 
 
 class StoreError(SwarmUpdateError):

@@ -44,11 +44,15 @@ class Request:
 
 @dataclass(frozen=True)
 class FileBody:
-    """Send ``length`` bytes of the file at ``path`` from ``offset``."""
+    """Send ``length`` bytes of the file at ``path`` from ``offset``.
+
+    ``pace`` (optional) is awaited before each block with its size: a rate limiter.
+    """
 
     path: Path
     offset: int = 0
     length: int | None = None
+    pace: Callable[[int], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -61,6 +65,8 @@ class Response:
     content_type: str = "application/octet-stream"
     #: set by the server: bytes of body actually sent
     sent: int = 0
+    #: called once the response is finished or abandoned (e.g. to free an upload slot)
+    on_done: Callable[[], None] | None = None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -147,9 +153,13 @@ class _Connection:
                 except Exception:
                     log.exception("handler_failed", target=request.target, client=self.client)
                     response = Response(500, b"internal error\n", content_type="text/plain")
-                await self._send(request, response)
-                if self.on_response is not None:
-                    self.on_response(request, response, anyio.current_time() - started)
+                try:
+                    await self._send(request, response)
+                finally:
+                    if response.on_done is not None:
+                        response.on_done()
+                    if self.on_response is not None:
+                        self.on_response(request, response, anyio.current_time() - started)
                 if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
                     return
                 try:
@@ -289,6 +299,8 @@ class _Connection:
                 await f.seek(body.offset)
                 left = length
                 while left > 0:
+                    if body.pace is not None:
+                        await body.pace(min(self.limits.write_block, left))
                     block = await f.read(min(self.limits.write_block, left))
                     if not block:
                         # the file shrank under us: the client sees a short body and a closed connection

@@ -18,7 +18,7 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,10 @@ class Release:
     sha256: str
     manifest_path: str
     manifest: Manifest
+    #: sha256 of the manifest target file (its consistent-snapshot name starts with it)
+    manifest_sha256: str = ""
+    #: the verified manifest bytes, exactly as signed (served to peers)
+    manifest_bytes: bytes = field(default=b"", repr=False)
 
     @property
     def swarm_id(self) -> str:
@@ -211,7 +215,16 @@ class TrustClient:
                     f"sha256 {manifest.sha256[:12]}…), not the signed target {tf.path}"
                 )
             return Release(
-                app, version, channel, tf.path, tf.length, tf.hashes["sha256"], manifest_path, manifest
+                app,
+                version,
+                channel,
+                tf.path,
+                tf.length,
+                tf.hashes["sha256"],
+                manifest_path,
+                manifest,
+                m_info.hashes["sha256"],
+                data,
             )
 
     @staticmethod

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Any
 
 import httpx
 from tuf.api import exceptions as tuf_exc
@@ -18,7 +18,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 
 from swarmupdate import __version__
 
-__all__ = ["HttpxFetcher"]
+__all__ = ["FallbackFetcher", "HttpxFetcher"]
 
 #: bytes read per iteration; large enough to keep per-chunk overhead low
 _READ_SIZE = 256 * 1024
@@ -97,3 +97,65 @@ class HttpxFetcher(FetcherInterface):
             raise tuf_exc.DownloadError(f"{url}: {exc}") from exc
         finally:
             response.close()
+
+
+class FallbackFetcher(HttpxFetcher):
+    """Fetch from the origin; when it cannot be reached (or answers 5xx), ask peers instead.
+
+    Metadata ``{metadata_url}NAME`` maps to ``{peer}/v1/metadata/NAME`` and targets
+    ``{targets_url}PATH`` to ``{peer}/v1/targets/PATH``. Whatever a peer sends is verified by
+    python-tuf exactly as if the origin had sent it; freshness stays bounded by the timestamp's
+    expiry. When the origin is unreachable and a peer answers 404 (say, for the next root
+    version), the 404 is reported, as the TUF workflow expects at the end of the root chain.
+    """
+
+    def __init__(
+        self,
+        metadata_url: str,
+        targets_url: str,
+        peers: Callable[[], list[str]],
+        *,
+        max_peers: int = 4,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.metadata_url = metadata_url.rstrip("/") + "/"
+        self.targets_url = targets_url.rstrip("/") + "/"
+        self.peers = peers
+        self.max_peers = max_peers
+        #: how many fetches were answered by a peer instead of the origin (for status and tests)
+        self.served_by_peers = 0
+
+    def _peer_url(self, peer: str, url: str) -> str | None:
+        if url.startswith(self.metadata_url):
+            return f"{peer.rstrip('/')}/v1/metadata/{url[len(self.metadata_url) :]}"
+        if url.startswith(self.targets_url):
+            return f"{peer.rstrip('/')}/v1/targets/{url[len(self.targets_url) :]}"
+        return None
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        try:
+            return super()._fetch(url)
+        except tuf_exc.DownloadHTTPError as exc:
+            if exc.status_code < 500:
+                raise
+            origin_error: tuf_exc.DownloadError = exc
+        except tuf_exc.DownloadError as exc:
+            origin_error = exc
+        peer_404 = False
+        for peer in self.peers()[: self.max_peers]:
+            peer_url = self._peer_url(peer, url)
+            if peer_url is None:
+                break
+            try:
+                body = super()._fetch(peer_url)
+            except tuf_exc.DownloadHTTPError as exc:
+                peer_404 = peer_404 or exc.status_code == 404
+                continue
+            except tuf_exc.DownloadError:
+                continue
+            self.served_by_peers += 1
+            return body
+        if peer_404:
+            raise tuf_exc.DownloadHTTPError(f"{url}: origin unreachable and peers do not hold it", 404)
+        raise origin_error

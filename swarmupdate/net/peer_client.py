@@ -1,0 +1,191 @@
+"""The client side of the peer protocol (and chunk fetches from the origin): async httpx.
+
+Every failure becomes a :class:`~swarmupdate.errors.FetchError` whose ``kind`` the swarm core
+acts on; httpx never leaks out of this module. Chunk bytes go straight into a store writer that
+hashes while writing and refuses bytes beyond the signed length, so an endless or wrong body
+is cut off at once and nothing unverified becomes visible.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import anyio
+import httpx
+
+from swarmupdate import __version__
+from swarmupdate.errors import ChunkVerificationError, FetchError, RemoteDataError, StoreError
+from swarmupdate.model import ChunkRef, PeerInfo, is_sha256_hex
+from swarmupdate.swarm.bitfield import Bitfield
+
+__all__ = ["PeerClient", "chunk_url", "parse_peer_list"]
+
+_MAX_JSON = 256 * 1024
+_READ = 256 * 1024
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class _Store(Protocol):
+    def writer(self, ref: ChunkRef) -> Any: ...
+
+
+class PeerClient:
+    """Fetch chunks, bitfields, peer lists and peer info over HTTP."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 2.0,
+        request_timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        download_pace: Callable[[int], Awaitable[None]] | None = None,
+        max_connections: int = 256,
+    ) -> None:
+        self.request_timeout = request_timeout
+        self.download_pace = download_pace
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(request_timeout, connect=connect_timeout),
+            # chunks are incompressible; identity also keeps byte counts honest
+            headers={"User-Agent": f"swarmupdate/{__version__}", "Accept-Encoding": "identity"},
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def fetch_chunk(self, url: str, ref: ChunkRef, store: _Store) -> int:
+        """GET ``url`` into ``store`` as chunk ``ref``; returns the bytes stored.
+
+        Raises:
+            FetchError: with kind corrupt, missing, busy, timeout or error.
+            StoreError: the local disk refused (not the peer's fault).
+        """
+        with anyio.move_on_after(self.request_timeout) as scope:
+            return await self._fetch_chunk(url, ref, store)
+        if scope.cancelled_caught:
+            raise FetchError("timeout", f"{url}: not complete after {self.request_timeout:.0f}s")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch_chunk(self, url: str, ref: ChunkRef, store: _Store) -> int:
+        try:
+            async with self._http.stream("GET", url) as response:
+                _check_status(response, url)
+                declared = response.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) != ref.length:
+                    raise FetchError(
+                        "corrupt", f"{url}: Content-Length {declared}, signed length {ref.length}"
+                    )
+                writer: _Writer = store.writer(ref)
+                try:
+                    async for piece in response.aiter_raw(_READ):
+                        if self.download_pace is not None:
+                            await self.download_pace(len(piece))
+                        writer.write(piece)
+                    await anyio.to_thread.run_sync(writer.commit)
+                except BaseException:
+                    writer.abort()
+                    raise
+                return ref.length
+        except ChunkVerificationError as exc:
+            raise FetchError("corrupt", f"{url}: {exc}") from exc
+        except httpx.RemoteProtocolError as exc:
+            # headers promised a body the peer did not deliver: treat as bad data
+            raise FetchError("corrupt", f"{url}: truncated or malformed response: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise FetchError("timeout", f"{url}: timed out") from exc
+        except httpx.HTTPError as exc:
+            raise FetchError("error", f"{url}: {type(exc).__name__}: {exc}") from exc
+        except StoreError:
+            raise
+
+    async def _get_small(self, url: str) -> bytes:
+        try:
+            async with self._http.stream("GET", url) as response:
+                _check_status(response, url)
+                body = bytearray()
+                async for piece in response.aiter_bytes():
+                    body += piece
+                    if len(body) > _MAX_JSON:
+                        raise FetchError("corrupt", f"{url}: response larger than {_MAX_JSON} bytes")
+                return bytes(body)
+        except httpx.TimeoutException as exc:
+            raise FetchError("timeout", f"{url}: timed out") from exc
+        except httpx.HTTPError as exc:
+            raise FetchError("error", f"{url}: {type(exc).__name__}: {exc}") from exc
+
+    async def bitfield(self, peer_url: str, swarm: str, n: int) -> Bitfield:
+        """The peer's bitfield for ``swarm`` (a release of ``n`` chunks)."""
+        url = f"{peer_url.rstrip('/')}/v1/swarms/{swarm}/bitfield"
+        data = await self._get_small(url)
+        try:
+            return Bitfield.decode(data, n, source=url)
+        except RemoteDataError as exc:
+            raise FetchError("corrupt", str(exc)) from exc
+
+    async def peers(self, peer_url: str, swarm: str) -> list[PeerInfo]:
+        """The peers ``peer_url`` knows in ``swarm`` (peer exchange); bad entries are dropped."""
+        url = f"{peer_url.rstrip('/')}/v1/swarms/{swarm}/peers"
+        return parse_peer_list(await self._get_small(url), url)
+
+    async def info(self, peer_url: str) -> PeerInfo:
+        """Who answers at ``peer_url`` (its ``/healthz``)."""
+        url = f"{peer_url.rstrip('/')}/healthz"
+        try:
+            doc = json.loads(await self._get_small(url))
+            return PeerInfo(str(doc["peer_id"]), peer_url.rstrip("/"), str(doc.get("site", "")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FetchError("corrupt", f"{url}: not a swarmupdate peer") from exc
+
+
+def parse_peer_list(data: bytes, source: str) -> list[PeerInfo]:
+    """Parse a JSON list of peers, keeping only well-formed entries (a liar can only slow us)."""
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise FetchError("corrupt", f"{source}: not JSON") from exc
+    if not isinstance(doc, list):
+        raise FetchError("corrupt", f"{source}: expected a list")
+    out = []
+    for item in doc[:1000]:
+        if not isinstance(item, dict):
+            continue
+        pid, url, site = item.get("peer_id"), item.get("url"), item.get("site", "")
+        if not (
+            isinstance(pid, str) and 0 < len(pid) <= 128 and isinstance(url, str) and isinstance(site, str)
+        ):
+            continue
+        if not url.startswith(("http://", "https://")) or len(url) > 512:
+            continue
+        out.append(PeerInfo(pid, url.rstrip("/"), site[:64], item.get("complete") is True))
+    return out
+
+
+def _check_status(response: httpx.Response, url: str) -> None:
+    status = response.status_code
+    if status == 200:
+        return
+    if status == 404:
+        raise FetchError("missing", f"{url}: 404")
+    if status == 429:
+        retry = response.headers.get("retry-after", "")
+        raise FetchError("busy", f"{url}: 429", float(retry) if retry.isdigit() else None)
+    raise FetchError("error", f"{url}: HTTP {status}")
+
+
+def chunk_url(base: str, sha256: str, *, origin: bool) -> str:
+    """The URL of a chunk at a peer (``/v1/chunks/``) or at the origin (``/chunks/ab/``)."""
+    if not is_sha256_hex(sha256):
+        raise ValueError(sha256)
+    base = base.rstrip("/")
+    return f"{base}/chunks/{sha256[:2]}/{sha256}" if origin else f"{base}/v1/chunks/{sha256}"

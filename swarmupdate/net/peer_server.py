@@ -1,0 +1,214 @@
+"""The peer protocol server: what an agent serves to the other agents of its fleet.
+
+=========================================  ==========================================================
+``GET /v1/chunks/{sha256}``                200 bytes / 404 / 429 + ``Retry-After`` when upload slots are
+                                           full; only lowercase 64-hex ids (anything else 400)
+``GET /v1/swarms/{swarm}/bitfield``        200 raw bitfield / 404 unknown swarm
+``GET /v1/swarms/{swarm}/peers``           200 JSON list of peers known in that swarm (peer exchange)
+``GET /v1/metadata/{name}``                verified TUF metadata this agent trusts (``N.root.json``,
+                                           ``timestamp.json``, ``N.snapshot.json``, ``N.<role>.json``)
+``GET /v1/targets/{path}``                 a manifest target this agent verified (consistent-snapshot name)
+``GET /healthz``                           200 JSON ``{"status": "ok", "peer_id", "url", "site"}``
+=========================================  ==========================================================
+
+Nothing here trusts the requester; everything served was verified before it was stored, and
+the receiver verifies again. The ``/healthz`` body (peer id) is an addition to DESIGN.md's
+contract: it lets an agent learn the id of a static peer it only knows by URL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+from anyio.abc import TaskStatus
+
+from swarmupdate.model import PeerInfo, is_sha256_hex
+from swarmupdate.net.httpserver import FileBody, Request, Response, ServerLimits, serve
+from swarmupdate.swarm.bitfield import Bitfield
+
+__all__ = ["PeerServer", "SwarmDirectory"]
+
+_METADATA_NAME = re.compile(r"(?:(\d{1,10})\.)?([a-z0-9][a-z0-9_-]{0,62})\.json")
+_TARGET_BASENAME = re.compile(r"([0-9a-f]{64})\.[A-Za-z0-9][A-Za-z0-9._+~-]{0,300}")
+
+
+class SwarmDirectory(Protocol):
+    """What the agent knows about its swarms, for serving."""
+
+    def bitfield(self, swarm: str) -> Bitfield | None: ...
+
+    def known_peers(self, swarm: str) -> list[PeerInfo] | None: ...
+
+
+class ChunkSource(Protocol):
+    """The part of the chunk store the server needs."""
+
+    def has(self, sha256: str) -> bool: ...
+
+    def path(self, sha256: str) -> Path: ...
+
+
+class PeerServer:
+    """Serve chunks, bitfields, peers, metadata and manifests to other agents."""
+
+    def __init__(
+        self,
+        *,
+        self_info: PeerInfo,
+        swarms: SwarmDirectory,
+        store: ChunkSource,
+        metadata_dir: Path,
+        manifests_dir: Path,
+        max_upload_slots: int = 16,
+        upload_pace: Callable[[int], Awaitable[None]] | None = None,
+        on_upload: Callable[[int], None] | None = None,
+        limits: ServerLimits = ServerLimits(max_header_bytes=8192, max_body_bytes=0, write_block=256 * 1024),
+    ) -> None:
+        self.self_info = self_info
+        self.swarms = swarms
+        self.store = store
+        self.metadata_dir = metadata_dir
+        self.manifests_dir = manifests_dir
+        self.max_upload_slots = max_upload_slots
+        self.uploads = 0
+        self.upload_pace = upload_pace
+        self.on_upload = on_upload
+        self.limits = limits
+
+    # ------------------------------------------------------------------ handlers
+
+    async def handle(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return _text(405, "method not allowed")
+        parts = request.path.split("/")
+        # ['', 'v1', 'chunks', id] etc.
+        if request.path == "/healthz":
+            info = {
+                "status": "ok",
+                "peer_id": self.self_info.peer_id,
+                "url": self.self_info.url,
+                "site": self.self_info.site,
+            }
+            return Response(200, json.dumps(info).encode(), content_type="application/json")
+        if len(parts) < 4 or parts[0] != "" or parts[1] != "v1":
+            return _text(404, "not found")
+        kind = parts[2]
+        if kind == "chunks" and len(parts) == 4:
+            return await self._chunk(parts[3])
+        if kind == "swarms" and len(parts) == 5:
+            return self._swarm(parts[3], parts[4])
+        if kind == "metadata" and len(parts) == 4:
+            return await self._metadata(parts[3])
+        if kind == "targets":
+            return await self._target(parts[3:])
+        return _text(404, "not found")
+
+    async def _chunk(self, sha: str) -> Response:
+        if not is_sha256_hex(sha):
+            return _text(400, "chunk id must be 64 lowercase hex digits")
+        if not await anyio.to_thread.run_sync(self.store.has, sha):
+            return _text(404, "no such chunk")
+        if self.uploads >= self.max_upload_slots:
+            return Response(429, b"upload slots full\n", {"retry-after": "1"}, "text/plain")
+        self.uploads += 1
+        released = False
+
+        def done() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.uploads -= 1
+
+        return Response(200, FileBody(self.store.path(sha), pace=self.upload_pace), on_done=done)
+
+    def _swarm(self, swarm: str, what: str) -> Response:
+        if not is_sha256_hex(swarm):
+            return _text(400, "swarm id must be 64 lowercase hex digits")
+        if what == "bitfield":
+            bf = self.swarms.bitfield(swarm)
+            if bf is None:
+                return _text(404, "unknown swarm")
+            return Response(200, bf.encode())
+        if what == "peers":
+            peers = self.swarms.known_peers(swarm)
+            if peers is None:
+                return _text(404, "unknown swarm")
+            body = [
+                {"peer_id": p.peer_id, "url": p.url, "site": p.site, "complete": p.complete} for p in peers
+            ]
+            return Response(200, json.dumps(body).encode(), content_type="application/json")
+        return _text(404, "not found")
+
+    async def _metadata(self, name: str) -> Response:
+        m = _METADATA_NAME.fullmatch(name)
+        if m is None:
+            return _text(400, "bad metadata name")
+        version, role = m.group(1), m.group(2)
+        if role == "root":
+            if version is None:
+                return _text(404, "ask for N.root.json")
+            path = self.metadata_dir / "root_history" / f"{int(version)}.root.json"
+        elif role == "timestamp":
+            if version is not None:
+                return _text(404, "timestamp is unversioned")
+            path = self.metadata_dir / "timestamp.json"
+        else:
+            path = self.metadata_dir / f"{role}.json"
+        data = await anyio.to_thread.run_sync(_read_or_none, path)
+        if data is None:
+            return _text(404, "not held")
+        if version is not None and role != "root" and _signed_version(data) != int(version):
+            return _text(404, "not held at that version")
+        return Response(200, data, content_type="application/json")
+
+    async def _target(self, segments: list[str]) -> Response:
+        if not segments or any(s in ("", ".", "..") for s in segments):
+            return _text(400, "bad target path")
+        m = _TARGET_BASENAME.fullmatch(segments[-1])
+        if m is None:
+            return _text(404, "only hash-prefixed manifest targets are served")
+        path = self.manifests_dir / m.group(1)
+        data = await anyio.to_thread.run_sync(_read_or_none, path)
+        if data is None:
+            return _text(404, "not held")
+        return Response(200, data, content_type="application/json")
+
+    async def serve(
+        self, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; reports the bound port."""
+
+        def count(request: Request, response: Response, seconds: float) -> None:
+            if (
+                self.on_upload is not None
+                and request.path.startswith("/v1/chunks/")
+                and response.status == 200
+            ):
+                self.on_upload(response.sent)
+
+        await serve(self.handle, host, port, limits=self.limits, on_response=count, task_status=task_status)
+
+
+def _text(status: int, message: str) -> Response:
+    return Response(status, f"{message}\n".encode(), content_type="text/plain")
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _signed_version(data: bytes) -> int | None:
+    try:
+        doc = json.loads(data)
+        version = doc["signed"]["version"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return version if isinstance(version, int) else None
