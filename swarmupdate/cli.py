@@ -248,12 +248,108 @@ def cmd_origin_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tracker_serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from swarmupdate.tracker.service import run_tracker
+
+    host, port = args.listen
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            bound = await tg.start(run_tracker, host, port)
+            print(f"tracker serving on http://{host}:{bound}/", flush=True)
+            await _until_signal(tg)
+
+    anyio.run(run)
+    return 0
+
+
+async def _until_signal(tg: Any, on_hup: Callable[[], None] | None = None) -> None:
+    """Cancel ``tg`` on SIGTERM or SIGINT; call ``on_hup`` on SIGHUP."""
+    import signal
+
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP and on_hup is not None:
+                on_hup()
+                continue
+            log.info("stopping", signal=signal.Signals(signum).name)
+            tg.cancel_scope.cancel()
+            return
+
+
+def cmd_agent_run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from swarmupdate.agent.config import load_config
+    from swarmupdate.agent.service import Agent
+
+    config = load_config(args.config)
+    if args.log_level == "info" and config.log_level != "info":
+        configure_logging(
+            config.log_level, json=None if args.log_format is None else args.log_format == "json"
+        )
+    agent = Agent(config)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(agent.run)
+            print(f"agent {config.node_id} serving peers on port {port}", flush=True)
+            await _until_signal(tg, agent.poll_now)
+
+    anyio.run(run)
+    return 0
+
+
+def cmd_agent_status(args: argparse.Namespace) -> int:
+    import time
+
+    from swarmupdate.agent.config import load_config
+
+    config = load_config(args.config)
+    path = config.state_dir / "status.json"
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no status yet: is the agent running with this config?") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable status: {exc}") from exc
+    age = time.time() - float(doc.get("updated", 0))
+    doc["age_seconds"] = round(age, 1)
+    doc["running"] = age < 10
+    state = "running" if doc["running"] else f"NOT RUNNING (status {age:.0f}s old)"
+    lines = [f"node {doc.get('node_id')}  peer {doc.get('peer_url')}  {state}"]
+    for name, app in sorted(doc.get("apps", {}).items()):
+        lines.append(f"app {name} [{app.get('channel')}]: installed {app.get('current') or '-'}")
+    for sw in doc.get("swarms", []):
+        pct = 100 * sw["have"] / max(sw["chunks"], 1)
+        what = "seeding" if sw["complete"] else f"downloading {pct:.0f}%"
+        err = f"  ERROR {sw['error']}" if sw.get("error") else ""
+        lines.append(
+            f"  {sw['app']} {sw['version']} {what}  peers {sw['peers']} (banned {sw['banned']}){err}"
+        )
+    b = doc.get("bytes", {})
+    lines.append(
+        f"bytes: peer {b.get('peer', 0):,}  origin {b.get('origin', 0):,}  local {b.get('local', 0):,}  "
+        f"uploaded {doc.get('uploaded', 0):,}"
+    )
+    if doc.get("refresh_error"):
+        lines.append(f"last refresh failed: {doc['refresh_error']}")
+    _out(args, doc, "\n".join(lines))
+    return 0 if doc["running"] else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from swarmupdate.demo import run_demo
 
     if args.size_mb < 1:
         raise ConfigError("--size-mb must be at least 1")
-    return run_demo(args.size_mb, args.workdir, args.keep)
+    if args.agents < 1:
+        raise ConfigError("--agents must be at least 1")
+    return run_demo(args.size_mb, args.workdir, args.keep, args.agents)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -350,10 +446,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dir", type=Path)
     sp.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8080), metavar="HOST:PORT")
 
+    agent = sub.add_parser("agent", help="the fleet agent").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND"
+    )
+    sp = leaf(agent, "run", cmd_agent_run, "run the agent (systemd Type=notify service)", json_flag=False)
+    sp.add_argument("--config", type=Path, default=Path("/etc/swarmupdate/agent.toml"))
+    sp = leaf(agent, "status", cmd_agent_status, "installed and in-flight releases, peers, bytes by source")
+    sp.add_argument("--config", type=Path, default=Path("/etc/swarmupdate/agent.toml"))
+
+    tracker = sub.add_parser("tracker", help="the tracker").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND"
+    )
+    sp = leaf(tracker, "serve", cmd_tracker_serve, "serve the announce API", json_flag=False)
+    sp.add_argument("--listen", type=_host_port, default=("127.0.0.1", 7070), metavar="HOST:PORT")
+
     sp = leaf(
-        sub, "demo", cmd_demo, "run a local origin, publish a signed release and download it", json_flag=False
+        sub,
+        "demo",
+        cmd_demo,
+        "run a local swarm: origin, tracker and N agents; publish, distribute, report savings",
+        json_flag=False,
     )
     sp.add_argument("--size-mb", type=int, default=64, help="artifact size in MiB (default 64)")
+    sp.add_argument("--agents", type=int, default=8, help="number of agents (default 8)")
     sp.add_argument(
         "--workdir", type=Path, help="keep everything in this directory instead of a temporary one"
     )

@@ -1,0 +1,282 @@
+"""One release's swarm inside the agent: the I/O driver around the sans-I/O ``Download`` core.
+
+The core decides (which chunk from whom, when to fall back to the origin, whom to ban); this
+module only carries its actions out — HTTP requests in tasks of one task group — and feeds the
+results back as events. Announces to the trackers and peer exchange run beside it, and keep
+running after the download completes, so the agent seeds.
+
+Chunks that appear several times in a manifest are fetched once: the core works on the unique
+chunks, and bitfields are translated between manifest indexes and unique indexes here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from swarmupdate.agent.metrics import AgentMetrics
+from swarmupdate.errors import FetchError, StoreError
+from swarmupdate.model import ChunkRef, PeerInfo
+from swarmupdate.net.peer_client import PeerClient, chunk_url
+from swarmupdate.obs.logging import get_logger
+from swarmupdate.swarm.bitfield import Bitfield
+from swarmupdate.swarm.download import (
+    BanPeer,
+    BitfieldUpdate,
+    CancelChunk,
+    ChunkArrived,
+    ChunkFailed,
+    Download,
+    DownloadConfig,
+    PeerGone,
+    PeerSeen,
+    RequestBitfield,
+    RequestChunk,
+    SwarmSize,
+)
+from swarmupdate.trust.client import Release
+
+__all__ = ["SwarmRuntime"]
+
+log = get_logger("swarmupdate.agent.swarm")
+
+#: how many peers one swarm remembers (peer exchange answers are bounded by this too)
+MAX_KNOWN_PEERS = 200
+
+
+@dataclass
+class SwarmRuntime:
+    """Everything the agent holds for one release's swarm."""
+
+    release: Release
+    self_info: PeerInfo
+    store: Any
+    client: PeerClient
+    metrics: AgentMetrics
+    origin_chunks_url: str
+    config: DownloadConfig
+    clock: Callable[[], float] = anyio.current_time
+    rng: random.Random = field(default_factory=random.Random)
+    peers: dict[str, PeerInfo] = field(default_factory=dict)
+    banned: set[str] = field(default_factory=set)
+    swarm_size: int = 0
+    error: str = ""
+    started_at: float = 0.0
+    completed_at: float | None = None
+    bytes_by_source: dict[str, int] = field(default_factory=lambda: {"peer": 0, "origin": 0, "local": 0})
+    #: cancels everything this swarm runs (download, announces, peer exchange)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+    def __post_init__(self) -> None:
+        chunks = self.release.manifest.chunks
+        self.have = Bitfield(len(chunks))
+        first: dict[str, int] = {}
+        self.unique: list[ChunkRef] = []
+        self.members: list[list[int]] = []  # unique index -> manifest indexes
+        self.unique_of: list[int] = []  # manifest index -> unique index
+        for i, ref in enumerate(chunks):
+            u = first.get(ref.sha256)
+            if u is None:
+                u = first[ref.sha256] = len(self.unique)
+                self.unique.append(ref)
+                self.members.append([])
+            self.members[u].append(i)
+            self.unique_of.append(u)
+        self._events: anyio.abc.ObjectSendStream[object] | None = None
+
+    @property
+    def swarm(self) -> str:
+        return self.release.swarm_id
+
+    @property
+    def complete(self) -> bool:
+        return self.have.complete
+
+    @property
+    def left(self) -> int:
+        chunks = self.release.manifest.chunks
+        return sum(chunks[i].length for i in range(len(chunks)) if i not in self.have)
+
+    def known_peers(self) -> list[PeerInfo]:
+        return [p for pid, p in self.peers.items() if pid not in self.banned]
+
+    # ------------------------------------------------------------------ peers in
+
+    def add_peers(self, peers: list[PeerInfo]) -> None:
+        """Peers from a tracker, peer exchange or static config (a hint only)."""
+        for p in peers:
+            if p.peer_id == self.self_info.peer_id or p.url == self.self_info.url or p.peer_id in self.banned:
+                continue
+            if p.peer_id not in self.peers and len(self.peers) >= MAX_KNOWN_PEERS:
+                continue
+            self.peers[p.peer_id] = p
+            self._send(PeerSeen(p))
+
+    def set_swarm_size(self, n: int) -> None:
+        self.swarm_size = n
+        self._send(SwarmSize(n))
+
+    def _send(self, event: object) -> None:
+        if self._events is not None:
+            with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._events.send_nowait(event)
+
+    # ------------------------------------------------------------------ local chunks
+
+    def scan_local(self) -> None:
+        """Mark what the store already holds (earlier releases, or a resumed download)."""
+        for u, ref in enumerate(self.unique):
+            if self.store.has(ref.sha256):
+                for i in self.members[u]:
+                    if i not in self.have:
+                        self.have.add(i)
+                        self._count("local", self.release.manifest.chunks[i].length)
+
+    def _count(self, source: str, nbytes: int) -> None:
+        self.bytes_by_source[source] += nbytes
+        self.metrics.download_bytes.labels(source).inc(nbytes)
+
+    # ------------------------------------------------------------------ the download
+
+    async def download(self) -> None:
+        """Run the core until every chunk is stored and verified."""
+        self.started_at = self.clock()
+        await anyio.to_thread.run_sync(self.scan_local)
+        if self.complete:
+            self.completed_at = self.clock()
+            return
+        have_unique = [u for u in range(len(self.unique)) if self.members[u][0] in self.have]
+        core = Download(
+            self.unique, have_unique, self.self_info.peer_id, self.config, now=self.clock(), rng=self.rng
+        )
+        send, receive = anyio.create_memory_object_stream[object](max_buffer_size=math.inf)
+        self._events = send
+        for p in self.known_peers():
+            send.send_nowait(PeerSeen(p))
+        if self.swarm_size:
+            send.send_nowait(SwarmSize(self.swarm_size))
+        inflight: dict[tuple[int, str | None], anyio.CancelScope] = {}
+        try:
+            async with anyio.create_task_group() as tg:
+                while not core.done:
+                    now = self.clock()
+                    self._execute(core.poll(now), tg, inflight)
+                    wake = core.next_wakeup(now)
+                    wait = 1.0 if wake is None else min(1.0, max(0.0, wake - now))
+                    with anyio.move_on_after(wait):
+                        event = await receive.receive()
+                        self._execute(core.handle(event, self.clock()), tg, inflight)
+                        while True:
+                            try:
+                                event = receive.receive_nowait()
+                            except anyio.WouldBlock:
+                                break
+                            self._execute(core.handle(event, self.clock()), tg, inflight)
+                tg.cancel_scope.cancel()
+        finally:
+            self._events = None
+            send.close()
+            receive.close()
+        self.completed_at = self.clock()
+
+    def _execute(
+        self, actions: list[Any], tg: TaskGroup, inflight: dict[tuple[int, str | None], anyio.CancelScope]
+    ) -> None:
+        for action in actions:
+            if isinstance(action, RequestChunk):
+                scope = anyio.CancelScope()
+                inflight[(action.index, action.peer_id)] = scope
+                tg.start_soon(self._fetch_chunk, action.index, action.peer_id, scope, inflight)
+            elif isinstance(action, CancelChunk):
+                scope = inflight.pop((action.index, action.peer_id), None)
+                if scope is not None:
+                    scope.cancel()
+            elif isinstance(action, RequestBitfield):
+                tg.start_soon(self._fetch_bitfield, action.peer_id)
+            elif isinstance(action, BanPeer) and action.peer_id not in self.banned:
+                self.banned.add(action.peer_id)
+                log.warning("peer_banned", swarm=self.swarm[:12], peer=action.peer_id, reason=action.reason)
+
+    async def _fetch_chunk(
+        self,
+        u: int,
+        peer_id: str | None,
+        scope: anyio.CancelScope,
+        inflight: dict[tuple[int, str | None], anyio.CancelScope],
+    ) -> None:
+        ref = self.unique[u]
+        source = "origin" if peer_id is None else "peer"
+        started = self.clock()
+        event: object
+        with scope:
+            try:
+                if await anyio.to_thread.run_sync(self.store.has, ref.sha256):
+                    nbytes = 0  # an endgame twin or another swarm stored it meanwhile
+                else:
+                    if peer_id is None:
+                        url = chunk_url(self.origin_chunks_url, ref.sha256, origin=True)
+                    else:
+                        peer = self.peers.get(peer_id)
+                        if peer is None:
+                            raise FetchError("error", f"peer {peer_id} is gone")
+                        url = chunk_url(peer.url, ref.sha256, origin=False)
+                    nbytes = await self.client.fetch_chunk(url, ref, self.store)
+            except FetchError as exc:
+                if exc.kind == "corrupt":
+                    self.metrics.verification_failures.labels(source).inc()
+                log.info(
+                    "chunk_failed",
+                    swarm=self.swarm[:12],
+                    peer=peer_id or "origin",
+                    kind=exc.kind,
+                    error=str(exc),
+                )
+                event = ChunkFailed(u, peer_id, exc.kind, exc.retry_after)  # type: ignore[arg-type]
+            except StoreError as exc:
+                # our disk, not the peer's fault: back off and try again once there is room
+                self.error = str(exc)
+                log.error("store_failed", swarm=self.swarm[:12], error=str(exc))
+                event = ChunkFailed(u, peer_id, "busy", 5.0)
+            else:
+                self.error = ""
+                self._mark(u, source, nbytes)
+                event = ChunkArrived(u, peer_id, nbytes, self.clock() - started)
+            self._send(event)
+        inflight.pop((u, peer_id), None)
+
+    def _mark(self, u: int, source: str, nbytes: int) -> None:
+        chunks = self.release.manifest.chunks
+        first = True
+        for i in self.members[u]:
+            if i in self.have:
+                continue
+            self.have.add(i)
+            if first and nbytes:
+                self._count(source, nbytes)
+            else:
+                self._count("local", chunks[i].length)
+            first = False
+
+    async def _fetch_bitfield(self, peer_id: str) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            self._send(PeerGone(peer_id))
+            return
+        try:
+            bf = await self.client.bitfield(peer.url, self.swarm, len(self.release.manifest.chunks))
+        except FetchError as exc:
+            if exc.kind == "missing":
+                # the peer does not know this release yet: an empty bitfield, ask again later
+                self._send(BitfieldUpdate(peer_id, Bitfield(len(self.unique))))
+            else:
+                self._send(PeerGone(peer_id))
+            return
+        unique = Bitfield(len(self.unique), (u for u in range(len(self.unique)) if self.members[u][0] in bf))
+        self._send(BitfieldUpdate(peer_id, unique))
