@@ -233,7 +233,13 @@ def cmd_origin_serve(args: argparse.Namespace) -> int:
     if not args.dir.is_dir():
         raise ConfigError(f"{args.dir}: not a directory")
     host, port = args.listen
-    server = OriginServer(args.dir)
+    from swarmupdate.agent.config import parse_rate
+
+    try:
+        max_rate = parse_rate(args.max_rate)
+    except ValueError as exc:
+        raise ConfigError(f"--max-rate {args.max_rate!r}: {exc}") from exc
+    server = OriginServer(args.dir, max_rate=max_rate)
 
     async def run() -> None:
         async with anyio.create_task_group() as tg:
@@ -445,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = leaf(origin, "serve", cmd_origin_serve, "serve an origin tree over HTTP", json_flag=False)
     sp.add_argument("dir", type=Path)
     sp.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8080), metavar="HOST:PORT")
+    sp.add_argument("--max-rate", default="0", help="total upload cap, e.g. 40MB/s or 100Mbit/s; 0 = none")
 
     agent = sub.add_parser("agent", help="the fleet agent").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND"

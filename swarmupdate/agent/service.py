@@ -406,7 +406,7 @@ class Agent:
             interval = await self._announce(rt, event)
             event = ""
             # while downloading, announce more often: new peers matter most then
-            await anyio.sleep(min(interval, 5.0) if not rt.complete else interval)
+            await anyio.sleep(min(interval, 10.0) if not rt.complete else interval)
 
     async def _pex_loop(self, rt: SwarmRuntime) -> None:
         while True:
@@ -507,7 +507,7 @@ class Agent:
 
 def _advertise_host(listen_host: str) -> str:
     if listen_host not in ("0.0.0.0", "::", ""):  # noqa: S104 - comparing, not binding
-        return listen_host
+        return f"[{listen_host}]" if ":" in listen_host else listen_host
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent by a UDP connect

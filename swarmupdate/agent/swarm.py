@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 
 from swarmupdate.agent.metrics import AgentMetrics
 from swarmupdate.errors import FetchError, StoreError
@@ -41,6 +42,7 @@ from swarmupdate.swarm.download import (
     RequestChunk,
     SwarmSize,
 )
+from swarmupdate.swarm.events import Event
 from swarmupdate.trust.client import Release
 
 __all__ = ["SwarmRuntime"]
@@ -89,7 +91,7 @@ class SwarmRuntime:
                 self.members.append([])
             self.members[u].append(i)
             self.unique_of.append(u)
-        self._events: anyio.abc.ObjectSendStream[object] | None = None
+        self._events: MemoryObjectSendStream[Event] | None = None
 
     @property
     def swarm(self) -> str:
@@ -123,7 +125,7 @@ class SwarmRuntime:
         self.swarm_size = n
         self._send(SwarmSize(n))
 
-    def _send(self, event: object) -> None:
+    def _send(self, event: Event) -> None:
         if self._events is not None:
             with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self._events.send_nowait(event)
@@ -156,7 +158,7 @@ class SwarmRuntime:
         core = Download(
             self.unique, have_unique, self.self_info.peer_id, self.config, now=self.clock(), rng=self.rng
         )
-        send, receive = anyio.create_memory_object_stream[object](max_buffer_size=math.inf)
+        send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
         self._events = send
         for p in self.known_peers():
             send.send_nowait(PeerSeen(p))
@@ -195,9 +197,9 @@ class SwarmRuntime:
                 inflight[(action.index, action.peer_id)] = scope
                 tg.start_soon(self._fetch_chunk, action.index, action.peer_id, scope, inflight)
             elif isinstance(action, CancelChunk):
-                scope = inflight.pop((action.index, action.peer_id), None)
-                if scope is not None:
-                    scope.cancel()
+                cancelled = inflight.pop((action.index, action.peer_id), None)
+                if cancelled is not None:
+                    cancelled.cancel()
             elif isinstance(action, RequestBitfield):
                 tg.start_soon(self._fetch_bitfield, action.peer_id)
             elif isinstance(action, BanPeer) and action.peer_id not in self.banned:
@@ -214,7 +216,7 @@ class SwarmRuntime:
         ref = self.unique[u]
         source = "origin" if peer_id is None else "peer"
         started = self.clock()
-        event: object
+        event: Event
         with scope:
             try:
                 if await anyio.to_thread.run_sync(self.store.has, ref.sha256):

@@ -204,6 +204,11 @@ class _Connection:
                 return None
             if isinstance(event, h11.Request):
                 request = event
+                # h11 bounds only incomplete heads; a large head that arrives whole passes it
+                head = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+                if head > self.limits.max_header_bytes:
+                    await self._send_error(431, "request head too large")
+                    return None
                 length = _content_length(event)
                 if length is not None and length > self.limits.max_body_bytes:
                     await self._send_error(413, "body too large")

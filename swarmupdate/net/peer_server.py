@@ -115,6 +115,10 @@ class PeerServer:
             return _text(404, "no such chunk")
         if self.uploads >= self.max_upload_slots:
             return Response(429, b"upload slots full\n", {"retry-after": "1"}, "text/plain")
+        try:
+            path = self.store.path(sha)
+        except KeyError:  # evicted since has(): the same as never held
+            return _text(404, "no such chunk")
         self.uploads += 1
         released = False
 
@@ -124,7 +128,7 @@ class PeerServer:
                 released = True
                 self.uploads -= 1
 
-        return Response(200, FileBody(self.store.path(sha), pace=self.upload_pace), on_done=done)
+        return Response(200, FileBody(path, pace=self.upload_pace), on_done=done)
 
     def _swarm(self, swarm: str, what: str) -> Response:
         if not is_sha256_hex(swarm):

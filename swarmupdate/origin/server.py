@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import stat
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -20,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from swarmupdate.net.httpserver import FileBody, Request, Response, ServerLimits, serve
 from swarmupdate.obs.logging import get_logger
 from swarmupdate.obs.metrics import build_info
+from swarmupdate.swarm.ratelimit import TokenBucket
 
 __all__ = ["OriginServer"]
 
@@ -30,10 +32,18 @@ class OriginServer:
     """Serve ``root`` over HTTP with metrics and access logs."""
 
     def __init__(
-        self, root: Path, registry: CollectorRegistry | None = None, limits: ServerLimits = ServerLimits()
+        self,
+        root: Path,
+        registry: CollectorRegistry | None = None,
+        limits: ServerLimits = ServerLimits(),
+        max_rate: int = 0,
     ) -> None:
         self.root = root.resolve()
         self.limits = limits
+        #: total bytes/s over all clients (0 = unlimited): emulates a slow or metered origin link
+        self.bucket = (
+            TokenBucket(float(max_rate), float(max(max_rate // 4, 256 * 1024))) if max_rate else None
+        )
         self.registry = registry or CollectorRegistry()
         self.sent_bytes = Counter(
             "swarmupdate_origin_sent_bytes",
@@ -80,7 +90,15 @@ class OriginServer:
         ctype = "application/json" if file.suffix == ".json" else "application/octet-stream"
         # timestamp.json changes in place; everything else is immutable by name
         cache = "no-cache" if file.name == "timestamp.json" else "public, max-age=31536000, immutable"
-        return Response(200, FileBody(file), {"cache-control": cache}, ctype)
+        return Response(
+            200, FileBody(file, pace=self._pace if self.bucket else None), {"cache-control": cache}, ctype
+        )
+
+    async def _pace(self, n: int) -> None:
+        assert self.bucket is not None
+        wait = self.bucket.take(n, time.monotonic())
+        if wait > 0:
+            await anyio.sleep(wait)
 
     def on_response(self, request: Request, response: Response, seconds: float) -> None:
         self.sent_bytes.inc(response.sent)

@@ -19,7 +19,7 @@ from tuf.api.metadata import TargetFile
 
 from swarmupdate.chunker import chunk_stream
 from swarmupdate.errors import ConfigError, ReleaseExistsError
-from swarmupdate.fsutil import atomic_write_bytes
+from swarmupdate.fsutil import atomic_writer
 from swarmupdate.manifest import Manifest
 from swarmupdate.model import ChunkRef, ReleaseRef
 from swarmupdate.publisher.repository import Repository, fault_point
@@ -129,7 +129,9 @@ def add_release(
         path = layout.chunk(chunk.sha256)
         if path.exists() and path.stat().st_size == chunk.length:
             return
-        atomic_write_bytes(path, bytes(data), durable=False)
+        # written straight from the chunker's buffer: no copy (the view is valid during this call)
+        with atomic_writer(path, durable=False) as out:
+            out.write(data)
         new[0] += 1
         new[1] += chunk.length
 

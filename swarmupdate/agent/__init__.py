@@ -1,0 +1,1 @@
+"""The fleet agent: configuration, install, and the service that wires store, swarm and trust together."""

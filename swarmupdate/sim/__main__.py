@@ -1,0 +1,64 @@
+"""``python -m swarmupdate.sim``: simulate a fleet downloading one release and print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from swarmupdate.sim.fleet import MBIT, MIB, SimConfig, simulate
+from swarmupdate.swarm.download import DownloadConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m swarmupdate.sim", description=__doc__)
+    p.add_argument("--agents", type=int, default=100, help="honest agents (default 100)")
+    p.add_argument("--size-mb", type=float, default=64, help="artifact size in MiB (default 64)")
+    p.add_argument("--chunks", type=int, default=0, help="number of chunks (default: one per MiB)")
+    p.add_argument("--up-mbit", type=float, default=100, help="each agent's uplink, Mbit/s (default 100)")
+    p.add_argument("--down-mbit", type=float, default=1000, help="each agent's downlink (default 1000)")
+    p.add_argument("--origin-up-mbit", type=float, default=1000, help="origin uplink, Mbit/s (default 1000)")
+    p.add_argument("--latency-ms", type=float, default=10, help="one-way latency (default 10)")
+    p.add_argument("--adversaries", type=float, default=0, help="fraction of the swarm serving garbage")
+    p.add_argument("--jitter", type=float, default=0, help="agents start within this many seconds")
+    p.add_argument("--upload-slots", type=int, default=4, help="concurrent uploads per agent (default 4)")
+    p.add_argument("--fallback-delay", type=float, default=10.0, help="origin fallback delay, seconds")
+    p.add_argument("--origin-pullers", type=float, default=1.5, help="k, origin pullers per chunk")
+    p.add_argument("--seed", type=int, default=1)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    size = int(args.size_mb * MIB)
+    chunks = args.chunks or max(1, round(args.size_mb))
+    if not 0 <= args.adversaries < 1:
+        print("--adversaries must be a fraction in [0, 1)", file=sys.stderr)
+        return 2
+    adversaries = round(args.agents * args.adversaries / (1 - args.adversaries))
+    try:
+        config = SimConfig(
+            agents=args.agents,
+            size=size,
+            chunks=chunks,
+            up=args.up_mbit * MBIT,
+            down=args.down_mbit * MBIT,
+            origin_up=args.origin_up_mbit * MBIT,
+            latency=args.latency_ms / 1000,
+            adversaries=adversaries,
+            start_jitter=args.jitter,
+            upload_slots=args.upload_slots,
+            download=DownloadConfig(
+                origin_fallback_delay=args.fallback_delay, origin_pullers=args.origin_pullers
+            ),
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(simulate(config).summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""A fleet of agents, an origin and a tracker on a simulated network, each agent running the real core.
+
+Every agent holds a real :class:`~swarmupdate.swarm.download.Download` and this module plays its I/O
+layer: it turns actions into messages and flows, and their outcomes back into events.
+
+- Tracker: an agent announces one latency after it starts and hears back one latency later with a random
+  subset of up to ``tracker_peers`` announced peers and the swarm size; announces arriving at the same
+  instant are all registered before any is answered. An agent that knows fewer peers than that announces
+  again every ``announce_interval`` until it is done.
+- Chunk request: reaches the server after one latency. The origin always serves. An agent serves a chunk
+  it holds when fewer than ``upload_slots`` uploads are running, answers 429 with ``busy_retry_after``
+  otherwise, and 404 for a chunk it lacks. The answer or the last byte reaches the requester one latency
+  after it leaves.
+- Bitfield request: answered with the peer's state one round trip later.
+- Adversaries announce at once, claim every chunk and send garbage to anyone who asks (no slot limit);
+  the requester sees ``ChunkFailed(kind="corrupt")`` after the whole transfer.
+- Agents keep seeding after they finish; the run ends when every honest agent has finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import dataclass, field
+
+from swarmupdate.model import ChunkRef, PeerInfo
+from swarmupdate.sim.engine import EventQueue, Flow, Host, Network
+from swarmupdate.sim.result import SimResult, kumar_ross_bound
+from swarmupdate.swarm.bitfield import Bitfield
+from swarmupdate.swarm.download import Download, DownloadConfig
+from swarmupdate.swarm.events import (
+    Action,
+    BanPeer,
+    BitfieldUpdate,
+    CancelChunk,
+    ChunkArrived,
+    ChunkFailed,
+    Event,
+    FailureKind,
+    PeerSeen,
+    RequestBitfield,
+    RequestChunk,
+    SwarmSize,
+)
+
+__all__ = ["MBIT", "MIB", "SimConfig", "Simulator", "simulate"]
+
+MIB = 1 << 20
+#: one megabit per second, in bytes per second
+MBIT = 1_000_000 / 8
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """One simulated fleet. Rates in bytes/s, times in seconds."""
+
+    agents: int = 100
+    size: int = 64 * MIB
+    chunks: int = 64
+    #: every agent's uplink and downlink
+    up: float = 100 * MBIT
+    down: float = 1000 * MBIT
+    origin_up: float = 1000 * MBIT
+    #: one-way latency of every message
+    latency: float = 0.010
+    #: extra peers that claim every chunk and serve garbage
+    adversaries: int = 0
+    #: agents start uniformly at random in [0, start_jitter]
+    start_jitter: float = 0.0
+    upload_slots: int = 4
+    busy_retry_after: float = 1.0
+    tracker_peers: int = 50
+    announce_interval: float = 5.0
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    seed: int = 1
+    #: give up at this simulated time
+    time_limit: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.agents < 1 or self.chunks < 1 or self.size < self.chunks:
+            raise ValueError("need at least one agent, one chunk and one byte per chunk")
+        if self.upload_slots < 1 or self.tracker_peers < 1:
+            raise ValueError("upload_slots and tracker_peers must be >= 1")
+        if self.latency < 0 or self.start_jitter < 0 or self.announce_interval <= 0:
+            raise ValueError("latency and start_jitter must be >= 0, announce_interval > 0")
+
+
+class _Agent:
+    __slots__ = (
+        "adversary",
+        "banned",
+        "dl",
+        "done_at",
+        "host",
+        "info",
+        "poll_at",
+        "poll_token",
+        "requests",
+        "seed",
+        "snap",
+        "snap_count",
+        "start",
+        "uploads",
+    )
+
+    def __init__(self, peer_id: str, host: Host, start: float, seed: int, adversary: bool) -> None:
+        self.info = PeerInfo(peer_id, f"sim://{peer_id}")
+        self.host = host
+        self.start = start
+        self.seed = seed
+        self.adversary = adversary
+        self.dl: Download | None = None
+        self.done_at: float | None = None
+        self.poll_at: float | None = None
+        self.poll_token = 0
+        self.requests: dict[tuple[int, str | None], _Request] = {}
+        self.uploads = 0
+        self.snap: Bitfield | None = None
+        self.snap_count = -1
+        self.banned: list[str] = []
+
+
+class _Request:
+    __slots__ = ("agent", "cancelled", "flow", "index", "peer_id", "sent", "src")
+
+    def __init__(self, agent: _Agent, index: int, src: _Agent | None, sent: float) -> None:
+        self.agent = agent
+        self.index = index
+        self.src = src
+        self.peer_id = None if src is None else src.info.peer_id
+        self.sent = sent
+        self.cancelled = False
+        self.flow: Flow | None = None
+
+
+class Simulator:
+    """Builds the fleet of a SimConfig; :meth:`run` plays it to the end."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self._rng = random.Random(config.seed)
+        self._queue = EventQueue()
+        self._net = Network(self._queue)
+        base, extra = divmod(config.size, config.chunks)
+        self.chunks = tuple(
+            ChunkRef(
+                hashlib.sha256(f"sim-{config.seed}-{i}".encode()).hexdigest(),
+                base + (1 if i < extra else 0),
+            )
+            for i in range(config.chunks)
+        )
+        n = len(self.chunks)
+        self._full = Bitfield.full(n)
+        self._empty = Bitfield(n)
+        self._origin = Host("origin", config.origin_up, math.inf)
+        self._agents: list[_Agent] = []
+        for i in range(config.agents):
+            start = self._rng.uniform(0, config.start_jitter) if config.start_jitter else 0.0
+            host = Host(f"a{i}", config.up, config.down)
+            self._agents.append(_Agent(f"agent-{i:05d}", host, start, config.seed * 1_000_003 + i, False))
+        self._adversaries = [
+            _Agent(f"mallory-{i:05d}", Host(f"x{i}", config.up, config.down), 0.0, 0, True)
+            for i in range(config.adversaries)
+        ]
+        self._by_id = {a.info.peer_id: a for a in (*self._agents, *self._adversaries)}
+        self._registered: list[_Agent] = []
+        self._registered_ids: set[str] = set()
+        self._unfinished = config.agents
+        self.bytes_by_source = {"origin": 0.0, "peer": 0.0, "corrupt": 0.0, "cancelled": 0.0}
+        self.origin_sent = 0.0
+
+    # --- running ------------------------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        cfg = self.config
+        for adv in self._adversaries:
+            self._register(adv)
+        for agent in self._agents:
+            self._queue.push(agent.start + cfg.latency, self._announce, agent)
+        self._queue.run(cfg.time_limit, lambda: self._unfinished == 0)
+        return self._result()
+
+    def _result(self) -> SimResult:
+        cfg = self.config
+        completion = tuple(math.inf if a.done_at is None else a.done_at - a.start for a in self._agents)
+        adversary_ids = {a.info.peer_id for a in self._adversaries}
+        bans = sum(len(a.banned) for a in self._agents)
+        honest_banned = sum(1 for a in self._agents for b in a.banned if b not in adversary_ids)
+        return SimResult(
+            agents=cfg.agents,
+            adversaries=cfg.adversaries,
+            artifact_size=cfg.size,
+            completion=completion,
+            origin_bytes=self.origin_sent,
+            bytes_by_source=dict(self.bytes_by_source),
+            bans=bans,
+            agents_that_banned=sum(1 for a in self._agents if a.banned),
+            honest_banned=honest_banned,
+            t_min=kumar_ross_bound(cfg.size, cfg.agents, cfg.origin_up, cfg.down, cfg.agents * cfg.up),
+            sim_time=self._queue.now,
+            events=self._queue.events,
+        )
+
+    # --- tracker ------------------------------------------------------------------------------------
+
+    def _register(self, agent: _Agent) -> None:
+        if agent.info.peer_id not in self._registered_ids:
+            self._registered_ids.add(agent.info.peer_id)
+            self._registered.append(agent)
+
+    def _announce(self, agent: _Agent) -> None:
+        self._register(agent)
+        # Answer after every announce that arrives at this same instant has been registered.
+        self._queue.push(self._queue.now, self._tracker_answer, agent)
+
+    def _tracker_answer(self, agent: _Agent) -> None:
+        want = self.config.tracker_peers
+        pool = self._registered
+        picked = self._rng.sample(pool, min(want + 1, len(pool)))
+        peers = tuple(p.info for p in picked if p is not agent)[:want]
+        self._queue.push(self._queue.now + self.config.latency, self._on_tracker, agent, peers, len(pool))
+
+    def _on_tracker(self, agent: _Agent, peers: tuple[PeerInfo, ...], size: int) -> None:
+        now = self._queue.now
+        cfg = self.config
+        if agent.dl is None:
+            agent.dl = Download(
+                self.chunks, (), agent.info.peer_id, cfg.download, now=now, rng=random.Random(agent.seed)
+            )
+        events: list[Event] = [SwarmSize(size)]
+        events.extend(PeerSeen(p) for p in peers)
+        self._act(agent, agent.dl.handle_all(events, now))
+        if not agent.dl.done and agent.dl.peers.active_count < cfg.tracker_peers:
+            self._queue.push(now + cfg.announce_interval, self._reannounce, agent)
+
+    def _reannounce(self, agent: _Agent) -> None:
+        if agent.dl is not None and not agent.dl.done:
+            self._queue.push(self._queue.now + self.config.latency, self._announce, agent)
+
+    # --- the agent's I/O layer ----------------------------------------------------------------------
+
+    def _act(self, agent: _Agent, actions: list[Action]) -> None:
+        dl = agent.dl
+        assert dl is not None
+        now = self._queue.now
+        bitfields: list[str] = []
+        for action in actions:
+            if isinstance(action, RequestChunk):
+                self._send(agent, action.index, action.peer_id)
+            elif isinstance(action, CancelChunk):
+                self._cancel(agent, action.index, action.peer_id)
+            elif isinstance(action, RequestBitfield):
+                bitfields.append(action.peer_id)
+            elif isinstance(action, BanPeer):
+                agent.banned.append(action.peer_id)
+        if bitfields:
+            self._queue.push(now + 2 * self.config.latency, self._bitfields, agent, bitfields)
+        if agent.done_at is None and dl.done:
+            agent.done_at = now
+            self._unfinished -= 1
+        wake = dl.next_wakeup(now)
+        if wake is None:
+            agent.poll_at = None
+            return
+        wake = max(wake, now)
+        if agent.poll_at is not None and now <= agent.poll_at <= wake:
+            return  # the poll already queued comes first
+        agent.poll_token += 1
+        agent.poll_at = wake
+        self._queue.push(wake, self._poll, agent, agent.poll_token)
+
+    def _poll(self, agent: _Agent, token: int) -> None:
+        if token != agent.poll_token or agent.dl is None:
+            return
+        agent.poll_at = None
+        self._act(agent, agent.dl.poll(self._queue.now))
+
+    def _bitfields(self, agent: _Agent, peer_ids: list[str]) -> None:
+        assert agent.dl is not None
+        events: list[Event] = [BitfieldUpdate(p, self._snapshot(self._by_id[p])) for p in peer_ids]
+        self._act(agent, agent.dl.handle_all(events, self._queue.now))
+
+    def _snapshot(self, peer: _Agent) -> Bitfield:
+        if peer.adversary:
+            return self._full
+        if peer.dl is None:
+            return self._empty
+        have = peer.dl.have
+        if peer.snap is None or peer.snap_count != len(have):
+            peer.snap = Bitfield.decode(have.encode(), have.n)
+            peer.snap_count = len(have)
+        return peer.snap
+
+    def _send(self, agent: _Agent, index: int, peer_id: str | None) -> None:
+        src = None if peer_id is None else self._by_id[peer_id]
+        request = _Request(agent, index, src, self._queue.now)
+        agent.requests[(index, peer_id)] = request
+        self._queue.push(self._queue.now + self.config.latency, self._serve, request)
+
+    def _cancel(self, agent: _Agent, index: int, peer_id: str | None) -> None:
+        request = agent.requests.pop((index, peer_id), None)
+        if request is None:
+            return
+        request.cancelled = True
+        flow = request.flow
+        if flow is not None and flow.token != -1:  # still running
+            sent = self._net.cancel(flow)
+            self.bytes_by_source["cancelled"] += sent
+            if request.src is None:
+                self.origin_sent += sent
+            elif not request.src.adversary:
+                request.src.uploads -= 1
+
+    # --- servers ------------------------------------------------------------------------------------
+
+    def _serve(self, request: _Request) -> None:
+        if request.cancelled:
+            return
+        size = self.chunks[request.index].length
+        dst = request.agent.host
+        src = request.src
+        if src is None:
+            request.flow = self._net.start(self._origin, dst, size, request, self._sent)
+            return
+        if not src.adversary:
+            if src.dl is None or request.index not in src.dl.have:
+                self._answer(request, "missing", None)
+                return
+            if src.uploads >= self.config.upload_slots:
+                self._answer(request, "busy", self.config.busy_retry_after)
+                return
+            src.uploads += 1
+        request.flow = self._net.start(src.host, dst, size, request, self._sent)
+
+    def _answer(self, request: _Request, kind: FailureKind, retry_after: float | None) -> None:
+        self._queue.push(self._queue.now + self.config.latency, self._failed, request, kind, retry_after)
+
+    def _sent(self, flow: Flow) -> None:
+        request: _Request = flow.payload
+        src = request.src
+        if src is None:
+            self.origin_sent += flow.size
+        elif not src.adversary:
+            src.uploads -= 1
+        self._queue.push(self._queue.now + self.config.latency, self._arrived, request)
+
+    def _arrived(self, request: _Request) -> None:
+        size = self.chunks[request.index].length
+        if request.cancelled:
+            self.bytes_by_source["cancelled"] += size
+            return
+        agent = request.agent
+        assert agent.dl is not None
+        agent.requests.pop((request.index, request.peer_id), None)
+        now = self._queue.now
+        event: Event
+        if request.src is not None and request.src.adversary:
+            self.bytes_by_source["corrupt"] += size
+            event = ChunkFailed(request.index, request.peer_id, "corrupt")
+        else:
+            self.bytes_by_source["origin" if request.src is None else "peer"] += size
+            event = ChunkArrived(request.index, request.peer_id, size, now - request.sent)
+        self._act(agent, agent.dl.handle(event, now))
+
+    def _failed(self, request: _Request, kind: FailureKind, retry_after: float | None) -> None:
+        if request.cancelled:
+            return
+        agent = request.agent
+        assert agent.dl is not None
+        agent.requests.pop((request.index, request.peer_id), None)
+        now = self._queue.now
+        self._act(agent, agent.dl.handle(ChunkFailed(request.index, request.peer_id, kind, retry_after), now))
+
+
+def simulate(config: SimConfig) -> SimResult:
+    """Run one simulation."""
+    return Simulator(config).run()

@@ -1,0 +1,587 @@
+"""The download state machine of one release on one agent. Pure: takes ``now``, returns actions.
+
+The I/O layer feeds events (:mod:`swarmupdate.swarm.events`) into :meth:`Download.handle`, calls
+:meth:`Download.poll` at :meth:`Download.next_wakeup`, and carries out the actions both return. The
+simulator (:mod:`swarmupdate.sim`) drives the very same class.
+
+Each step, after applying the event:
+
+1. Origin. A chunk no live peer holds may go to the origin: at once when this agent is designated for it
+   (:func:`~swarmupdate.swarm.policy.origin_first`) and knows no live peer designated before it, or when
+   no live peer is known at all; otherwise after the wait of its rank
+   (:func:`~swarmupdate.swarm.policy.fallback_wait`, ``origin_fallback_delay`` for the first in line).
+   The wait of chunk ``i`` counts from when ``i`` was last held by a live peer, or from the start of the
+   download: making progress on other chunks does not postpone a chunk nobody has, and losing the only
+   holder restarts the clock instead of sending everyone to the origin at once.
+2. Peers. Rarest first over the live peers' bitfields (ties in a random order fixed per download), each
+   chunk from the best-scored peer that holds it and has a free slot and is not backing off.
+3. Endgame. When every missing chunk is in flight, chunks with fewer than ``endgame_duplicates`` copies in
+   flight are also asked of other peers; the first copy to arrive cancels the rest.
+
+All requests respect ``per_peer_inflight``, ``origin_max_inflight`` and ``max_inflight``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from swarmupdate.model import ChunkRef
+from swarmupdate.swarm.bitfield import Bitfield
+from swarmupdate.swarm.events import (
+    Action,
+    BanPeer,
+    BitfieldUpdate,
+    CancelChunk,
+    ChunkArrived,
+    ChunkFailed,
+    Event,
+    FailureKind,
+    PeerGone,
+    PeerSeen,
+    RequestBitfield,
+    RequestChunk,
+    SwarmSize,
+)
+from swarmupdate.swarm.peers import PeerState, PeerTable
+from swarmupdate.swarm.picker import Availability, MaskCodec, random_priorities, rarest_first
+from swarmupdate.swarm.policy import fallback_wait, peer_chunk_hash
+
+__all__ = [
+    "Action",
+    "BanPeer",
+    "BitfieldUpdate",
+    "CancelChunk",
+    "ChunkArrived",
+    "ChunkFailed",
+    "Download",
+    "DownloadConfig",
+    "Event",
+    "FailureKind",
+    "PeerGone",
+    "PeerSeen",
+    "RequestBitfield",
+    "RequestChunk",
+    "SwarmSize",
+]
+
+#: longest pause after repeated origin failures, seconds
+MAX_ORIGIN_BACKOFF = 30.0
+#: a 429's wait is stretched by up to this fraction at random
+BUSY_JITTER = 0.5
+#: bitfield rounds come every interval, give or take half this fraction
+ROUND_JITTER = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadConfig:
+    """Knobs of the download state machine. Times in seconds."""
+
+    #: requests in flight to one peer
+    per_peer_inflight: int = 4
+    #: global cap over peers + origin
+    max_inflight: int = 16
+    #: requests in flight to the origin
+    origin_max_inflight: int = 4
+    #: how long the first non-designated agent waits for a chunk to show up at a peer (later ones in
+    #: hash order wait longer: see swarmupdate.swarm.policy)
+    origin_fallback_delay: float = 10.0
+    #: k: expected number of agents that pull each chunk from the origin first
+    origin_pullers: float = 1.5
+    #: how often to re-ask a peer for its bitfield while downloading
+    bitfield_interval: float = 1.0
+    #: copies of each last chunk in flight during the endgame (original included)
+    endgame_duplicates: int = 2
+    #: wait after a 429 without Retry-After, and after a timeout or error
+    busy_backoff: float = 1.0
+    #: this agent's site: peers of the same site are preferred among equally good ones
+    site: str = ""
+    #: consecutive errors / timeouts after which a peer is dropped (until seen again)
+    drop_after_errors: int = 2
+    drop_after_timeouts: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("per_peer_inflight", "max_inflight", "origin_max_inflight", "endgame_duplicates"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DownloadConfig.{name} must be >= 1")
+        for name in ("drop_after_errors", "drop_after_timeouts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DownloadConfig.{name} must be >= 1")
+        if not self.origin_pullers > 0:
+            raise ValueError("DownloadConfig.origin_pullers must be > 0")
+        if not self.bitfield_interval > 0:
+            raise ValueError("DownloadConfig.bitfield_interval must be > 0")
+        if self.origin_fallback_delay < 0 or self.busy_backoff < 0:
+            raise ValueError("DownloadConfig delays must be >= 0")
+
+
+_DEFAULT_CONFIG = DownloadConfig()
+
+
+class Download:
+    """Downloads one release: decides what to fetch from whom, never fetches anything itself."""
+
+    def __init__(
+        self,
+        chunks: Sequence[ChunkRef],
+        have: Iterable[int],
+        self_id: str,
+        config: DownloadConfig = _DEFAULT_CONFIG,
+        *,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._chunks = tuple(chunks)
+        self._self_id = self_id
+        self._config = config
+        rng = rng if rng is not None else random.Random(self_id)
+        n = len(self._chunks)
+        self._codec = codec = MaskCodec(n)
+        self._rng = rng
+        self._prio = random_priorities(n, rng)
+        self._peers = PeerTable(config.site, rng)
+        self._avail = Availability(codec, now)
+
+        # Chunks with the same digest are one download: the store holds them once.
+        by_sha: dict[str, list[int]] = {}
+        for i, ref in enumerate(self._chunks):
+            by_sha.setdefault(ref.sha256, []).append(i)
+        self._same = {i: idxs for idxs in by_sha.values() if len(idxs) > 1 for i in idxs}
+
+        self._have = Bitfield(n)
+        self._missing = codec.full
+        for i in codec.indexes(codec.mask(have)):
+            self._set_have(i)
+
+        # chunk -> {source: time requested}; source None = origin
+        self._requests: dict[int, dict[str | None, float]] = {}
+        self._inflight_mask = 0
+        self._inflight = 0
+        self._origin_inflight = 0
+        self._origin_backoff_until = -math.inf
+        self._origin_failures = 0
+
+        self._swarm_size = 0
+        self._view_version = 0
+        self._own_hash: list[float | None] = [None] * n
+        self._pair_hash: dict[tuple[int, str], float] = {}
+        self._wait_cache: dict[int, tuple[int, float]] = {}
+
+        self._next_round = now + config.bitfield_interval
+        self._wakeup: float | None = now  # poll once at the start
+
+    # --- read-only state ----------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._missing == 0
+
+    @property
+    def have(self) -> Bitfield:
+        """The chunks stored so far (the live object: read it, do not change it)."""
+        return self._have
+
+    @property
+    def inflight(self) -> int:
+        """Requests in flight, to peers and origin."""
+        return self._inflight
+
+    @property
+    def origin_inflight(self) -> int:
+        return self._origin_inflight
+
+    @property
+    def peers(self) -> PeerTable:
+        """The peer table (read-only use: counts, scores, bans)."""
+        return self._peers
+
+    @property
+    def missing_count(self) -> int:
+        return self._codec.n - len(self._have)
+
+    @property
+    def swarm_estimate(self) -> int:
+        """N in the origin-first threshold: the tracker's count, or the known live peers + 1 if larger."""
+        return max(self._swarm_size, self._peers.active_count + 1, 1)
+
+    @property
+    def in_endgame(self) -> bool:
+        return self._missing != 0 and not self._missing & ~self._inflight_mask
+
+    def requested_from(self, index: int) -> frozenset[str | None]:
+        """Where chunk ``index`` is in flight from (None = origin)."""
+        return frozenset(self._requests.get(index, ()))
+
+    # --- driving ------------------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Apply one event and return what to do now."""
+        actions: list[Action] = []
+        self._apply(event, now, actions)
+        self._step(now, actions)
+        return actions
+
+    def handle_all(self, events: Iterable[Event], now: float) -> list[Action]:
+        """Apply several events that arrived together (a tracker answer), then decide once.
+
+        Deciding once matters at the start: an agent designated for a chunk pulls it at once only if it
+        knows no live peer designated before it, which it can only tell after seeing all of them.
+        """
+        actions: list[Action] = []
+        for event in events:
+            self._apply(event, now, actions)
+        self._step(now, actions)
+        return actions
+
+    def poll(self, now: float) -> list[Action]:
+        """Time-driven work: bitfield refresh, origin fallback, retries after a backoff."""
+        actions: list[Action] = []
+        self._step(now, actions)
+        return actions
+
+    def next_wakeup(self, now: float) -> float | None:
+        """When :meth:`poll` next has something to do (may be <= now: poll at once); None when done."""
+        if self.done:
+            return None
+        if self._wakeup is None:
+            return self._next_round
+        return min(self._wakeup, self._next_round)
+
+    # --- events -------------------------------------------------------------------------------------
+
+    def _apply(self, event: Event, now: float, actions: list[Action]) -> None:
+        if isinstance(event, PeerSeen):
+            self._on_seen(event, now, actions)
+        elif isinstance(event, BitfieldUpdate):
+            self._on_bitfield(event, now)
+        elif isinstance(event, ChunkArrived):
+            self._on_arrived(event, actions)
+        elif isinstance(event, ChunkFailed):
+            self._on_failed(event, now, actions)
+        elif isinstance(event, PeerGone):
+            self._drop(event.peer_id, now, actions)
+        elif isinstance(event, SwarmSize):
+            if max(event.n, 0) != self._swarm_size:
+                self._swarm_size = max(event.n, 0)
+                self._view_version += 1
+        else:  # pragma: no cover - exhaustive over Event
+            raise TypeError(f"not an event: {event!r}")
+
+    def _on_seen(self, event: PeerSeen, now: float, actions: list[Action]) -> None:
+        peer_id = event.peer.peer_id
+        if peer_id == self._self_id:
+            return
+        if self._peers.seen(event.peer):
+            self._view_version += 1
+            if not self.done:
+                state = self._peers.get(peer_id)
+                assert state is not None
+                state.bitfield_asked = now
+                actions.append(RequestBitfield(peer_id))
+
+    def _on_bitfield(self, event: BitfieldUpdate, now: float) -> None:
+        state = self._peers.get(event.peer_id)
+        if state is None or state.status != "live":
+            return
+        new = self._codec.from_bitfield(event.bitfield)
+        old = state.mask
+        if new != old:
+            self._avail.add(new & ~old)
+            self._avail.remove(old & ~new, now)
+            state.mask = new
+        state.known = True
+        state.complete = new == self._codec.full
+
+    def _on_arrived(self, event: ChunkArrived, actions: list[Action]) -> None:
+        index, source = event.index, event.peer_id
+        self._check_index(index)
+        if self._forget(index, source) is not None:
+            if source is None:
+                self._origin_failures = 0
+            else:
+                state = self._peers.get(source)
+                if state is not None and state.status == "live":
+                    self._peers.record_success(state, event.nbytes, event.seconds)
+        if not self._missing & self._codec.bit[index]:
+            return
+        for j in self._same.get(index, (index,)):
+            self._set_have(j)
+            for other in list(self._requests.get(j, ())):
+                self._forget(j, other)
+                actions.append(CancelChunk(j, other))
+
+    def _on_failed(self, event: ChunkFailed, now: float, actions: list[Action]) -> None:
+        index, source, kind = event.index, event.peer_id, event.kind
+        self._check_index(index)
+        was_requested = self._forget(index, source) is not None
+        cfg = self._config
+        if source is None:
+            if was_requested:
+                self._origin_failures += 1
+                if kind == "busy":
+                    wait = event.retry_after if event.retry_after is not None else cfg.busy_backoff
+                else:
+                    wait = min(cfg.busy_backoff * 2 ** (self._origin_failures - 1), MAX_ORIGIN_BACKOFF)
+                self._origin_backoff_until = max(self._origin_backoff_until, now + wait)
+            return
+        if kind == "corrupt":  # even for a cancelled request: those bytes were forged all the same
+            self._ban(source, f"chunk {index} failed verification", now, actions)
+            return
+        state = self._peers.get(source)
+        if not was_requested or state is None or state.status != "live":
+            return  # a stale answer (cancelled request, dropped peer): nothing to learn
+        if kind == "missing":
+            bit = self._codec.bit[index]
+            if state.mask & bit:
+                state.mask &= ~bit
+                state.complete = False
+                self._avail.remove(bit, now)
+            self._peers.record_missing(state)
+        elif kind == "busy":
+            wait = event.retry_after if event.retry_after is not None else cfg.busy_backoff
+            # Never sooner than asked, and spread out so that the peers turned away together do not
+            # all come back in the same instant.
+            self._peers.record_busy(state, now, wait * (1.0 + BUSY_JITTER * self._rng.random()))
+        elif kind == "timeout":
+            if self._peers.record_timeout(state, now, cfg.busy_backoff, cfg.drop_after_timeouts):
+                self._drop(source, now, actions)
+        elif self._peers.record_error(state, now, cfg.busy_backoff, cfg.drop_after_errors):
+            self._drop(source, now, actions)
+
+    def _drop(self, peer_id: str, now: float, actions: list[Action]) -> None:
+        state = self._peers.drop(peer_id)
+        if state is not None:
+            self._release_peer(state, now, actions)
+
+    def _ban(self, peer_id: str, reason: str, now: float, actions: list[Action]) -> None:
+        state = self._peers.get(peer_id)
+        if state is not None and state.status == "live":
+            self._peers.drop(peer_id)
+            self._release_peer(state, now, actions)
+        if self._peers.ban(peer_id, reason):
+            self._view_version += 1
+            actions.append(BanPeer(peer_id, reason))
+
+    def _release_peer(self, state: PeerState, now: float, actions: list[Action]) -> None:
+        """A peer left the live set: forget what it holds and cancel what was asked of it."""
+        self._view_version += 1
+        self._avail.remove(state.mask, now)
+        state.mask = 0
+        state.known = state.complete = False
+        for index in sorted(state.inflight):
+            self._forget(index, state.peer_id)
+            actions.append(CancelChunk(index, state.peer_id))
+
+    # --- deciding -----------------------------------------------------------------------------------
+
+    def _step(self, now: float, actions: list[Action]) -> None:
+        if self.done:
+            self._wakeup = None
+            return
+        if now >= self._next_round:
+            self._bitfield_round(now, actions)
+        self._schedule(now, actions)
+
+    def _bitfield_round(self, now: float, actions: list[Action]) -> None:
+        interval = self._config.bitfield_interval
+        for state in self._peers.live():
+            # a complete peer will not change; one asked less than half an interval ago is answering
+            if not state.complete and now - state.bitfield_asked >= interval / 2:
+                state.bitfield_asked = now
+                actions.append(RequestBitfield(state.peer_id))
+        # spread rounds a little so that agents started together do not poll in lockstep
+        self._next_round = now + interval * (1.0 + ROUND_JITTER * (self._rng.random() - 0.5))
+
+    def _schedule(self, now: float, actions: list[Action]) -> None:
+        cfg = self._config
+        wake = math.inf
+        free = cfg.max_inflight - self._inflight
+        if free > 0:
+            want = self._missing & ~self._inflight_mask
+            if want and self._origin_inflight < cfg.origin_max_inflight:
+                free, want, wake = self._schedule_origin(now, free, want, actions)
+            if want and free > 0:
+                free, wake = self._schedule_peers(now, free, want, wake, actions)
+            if free > 0 and self.in_endgame:
+                wake = self._schedule_endgame(now, free, wake, actions)
+        self._wakeup = None if wake == math.inf else wake
+
+    def _schedule_origin(
+        self, now: float, free: int, want: int, actions: list[Action]
+    ) -> tuple[int, int, float]:
+        """Ask the origin for chunks no live peer holds, when their wait is over."""
+        wake = math.inf
+        lonely = self._peers.active_count == 0
+        candidates = want if lonely else want & ~self._avail.visible
+        if not candidates:
+            return free, want, wake
+        if now < self._origin_backoff_until:
+            return free, want, self._origin_backoff_until
+        ready: list[tuple[float, int]] = []
+        for i in self._codec.indexes(candidates):
+            at = now if lonely else self._avail.unseen_since[i] + self._origin_wait(i)
+            if at <= now:
+                ready.append((at, i))
+            else:
+                wake = min(wake, at)
+        if not ready:
+            return free, want, wake
+        prio = self._prio
+        ready.sort(key=lambda e: (e[0], prio[e[1]]))
+        room = self._config.origin_max_inflight - self._origin_inflight
+        for _, i in ready:
+            if room <= 0 or free <= 0:
+                break
+            self._request(i, None, now, actions)
+            want &= ~self._codec.bit[i]
+            room -= 1
+            free -= 1
+        return free, want, wake
+
+    def _schedule_peers(
+        self, now: float, free: int, want: int, wake: float, actions: list[Action]
+    ) -> tuple[int, float]:
+        """Rarest first over the live peers that have a free slot."""
+        cap = self._config.per_peer_inflight
+        ready: list[PeerState] = []
+        union = 0
+        for p in self._peers.live():
+            if not p.mask & want or len(p.inflight) >= cap:
+                continue
+            if p.backoff_until > now:
+                wake = min(wake, p.backoff_until)
+                continue
+            ready.append(p)
+            union |= p.mask
+        if not ready:
+            return free, wake
+        ranked = self._peers.ranked(ready)
+        bit = self._codec.bit
+        for i in rarest_first(self._codec, want & union, self._avail.count, self._prio):
+            b = bit[i]
+            for p in ranked:
+                if p.mask & b:
+                    self._request(i, p.peer_id, now, actions)
+                    free -= 1
+                    if len(p.inflight) >= cap:
+                        ranked.remove(p)
+                    break
+            if free <= 0 or not ranked:
+                break
+        return free, wake
+
+    def _schedule_endgame(self, now: float, free: int, wake: float, actions: list[Action]) -> float:
+        """Every missing chunk is in flight: ask other peers for the least-covered ones too."""
+        cfg = self._config
+        candidates = [
+            (len(srcs), min(srcs.values()), i)
+            for i, srcs in self._requests.items()
+            if len(srcs) < cfg.endgame_duplicates and self._missing & self._codec.bit[i]
+        ]
+        if not candidates:
+            return wake
+        need = 0
+        for _, _, i in candidates:
+            need |= self._codec.bit[i]
+        ready: list[PeerState] = []
+        for p in self._peers.live():
+            if not p.mask & need or len(p.inflight) >= cfg.per_peer_inflight:
+                continue
+            if p.backoff_until > now:
+                wake = min(wake, p.backoff_until)
+                continue
+            ready.append(p)
+        if not ready:
+            return wake
+        ranked = self._peers.ranked(ready)
+        candidates.sort()
+        for _, _, i in candidates:
+            b = self._codec.bit[i]
+            srcs = self._requests[i]
+            for p in ranked:
+                if p.mask & b and p.peer_id not in srcs:
+                    self._request(i, p.peer_id, now, actions)
+                    free -= 1
+                    if len(p.inflight) >= cfg.per_peer_inflight:
+                        ranked.remove(p)
+                    break
+            if free <= 0 or not ranked:
+                break
+        return wake
+
+    # --- origin policy ------------------------------------------------------------------------------
+
+    def _origin_wait(self, i: int) -> float:
+        """How long chunk ``i`` must have been held by no live peer before this agent asks the origin."""
+        cached = self._wait_cache.get(i)
+        if cached is not None and cached[0] == self._view_version:
+            return cached[1]
+        cfg = self._config
+        sha = self._chunks[i].sha256
+        own = self._own_hash[i]
+        if own is None:
+            own = self._own_hash[i] = peer_chunk_hash(sha, self._self_id)
+        rank = own * self.swarm_estimate / cfg.origin_pullers
+        if rank < 1.0:
+            # Designated. A known live peer with a lower hash is designated too and pulls it at once:
+            # leave it to that one and only step in after the fallback delay.
+            wait = cfg.origin_fallback_delay if self._lower_peer_known(i, sha, own) else 0.0
+        else:
+            wait = fallback_wait(rank, cfg.origin_fallback_delay)
+        self._wait_cache[i] = (self._view_version, wait)
+        return wait
+
+    def _lower_peer_known(self, i: int, sha: str, own: float) -> bool:
+        cache = self._pair_hash
+        for p in self._peers.live():
+            key = (i, p.peer_id)
+            h = cache.get(key)
+            if h is None:
+                h = cache[key] = peer_chunk_hash(sha, p.peer_id)
+            if h < own:
+                return True
+        return False
+
+    # --- bookkeeping --------------------------------------------------------------------------------
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < self._codec.n:
+            raise IndexError(f"chunk index {index} out of range for {self._codec.n} chunks")
+
+    def _set_have(self, i: int) -> None:
+        bit = self._codec.bit[i]
+        if self._missing & bit:
+            self._missing &= ~bit
+            self._have.add(i)
+
+    def _request(self, index: int, source: str | None, now: float, actions: list[Action]) -> None:
+        self._requests.setdefault(index, {})[source] = now
+        self._inflight_mask |= self._codec.bit[index]
+        self._inflight += 1
+        if source is None:
+            self._origin_inflight += 1
+        else:
+            state = self._peers.get(source)
+            assert state is not None
+            state.inflight.add(index)
+        actions.append(RequestChunk(index, source))
+
+    def _forget(self, index: int, source: str | None) -> float | None:
+        """Remove one request from the books; returns when it was sent, or None if it was not in flight."""
+        srcs = self._requests.get(index)
+        if srcs is None or source not in srcs:
+            return None
+        sent = srcs.pop(source)
+        if not srcs:
+            del self._requests[index]
+            self._inflight_mask &= ~self._codec.bit[index]
+        self._inflight -= 1
+        if source is None:
+            self._origin_inflight -= 1
+        else:
+            state = self._peers.get(source)
+            if state is not None:
+                state.inflight.discard(index)
+        return sent

@@ -1,0 +1,172 @@
+"""The peer server on a real socket: the protocol, its limits, and hostile requests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import anyio.from_thread
+import httpx
+import pytest
+
+from swarmupdate.model import ChunkRef, PeerInfo
+from swarmupdate.net.httpserver import ServerLimits
+from swarmupdate.net.peer_server import PeerServer
+from swarmupdate.store.disk import DiskChunkStore
+from swarmupdate.swarm.bitfield import Bitfield
+
+SWARM = "ab" * 32
+
+
+class Directory:
+    def __init__(self) -> None:
+        self.bf = Bitfield(10, [0, 3, 9])
+
+    def bitfield(self, swarm: str) -> Bitfield | None:
+        return self.bf if swarm == SWARM else None
+
+    def known_peers(self, swarm: str) -> list[PeerInfo] | None:
+        return [PeerInfo("p1", "http://127.0.0.1:1", "x", True)] if swarm == SWARM else None
+
+
+@pytest.fixture
+def peer(tmp_path: Path) -> Iterator[tuple[str, PeerServer, str]]:
+    store = DiskChunkStore(tmp_path / "store")
+    data = b"chunk-bytes" * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    store.put(ChunkRef(sha, len(data)), data)
+    md = tmp_path / "md"
+    (md / "root_history").mkdir(parents=True)
+    (md / "root_history/1.root.json").write_text('{"signed": {"version": 1}}')
+    (md / "timestamp.json").write_text('{"signed": {"version": 7}}')
+    (md / "snapshot.json").write_text('{"signed": {"version": 5}}')
+    (tmp_path / "secret.json").write_text("secret")
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / ("cd" * 32)).write_text('{"m": 1}')
+    server = PeerServer(
+        self_info=PeerInfo("me", "http://127.0.0.1:0", "site-a"),
+        swarms=Directory(),
+        store=store,
+        metadata_dir=md,
+        manifests_dir=manifests,
+        max_upload_slots=2,
+        limits=ServerLimits(max_header_bytes=8192, max_body_bytes=0, request_timeout=1.0, idle_timeout=2.0),
+    )
+    with anyio.from_thread.start_blocking_portal() as portal:
+        future, port = portal.start_task(server.serve, "127.0.0.1", 0)
+        yield f"http://127.0.0.1:{port}", server, sha
+        future.cancel()
+
+
+def _raw(url: str, payload: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(payload)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return out
+
+
+def test_protocol(peer: tuple[str, PeerServer, str]) -> None:
+    url, _, sha = peer
+    with httpx.Client(base_url=url) as c:
+        assert c.get(f"/v1/chunks/{sha}").content == b"chunk-bytes" * 1000
+        assert c.get(f"/v1/chunks/{'0' * 64}").status_code == 404
+        assert c.get(f"/v1/swarms/{SWARM}/bitfield").content == Bitfield(10, [0, 3, 9]).encode()
+        assert c.get(f"/v1/swarms/{'00' * 32}/bitfield").status_code == 404
+        assert c.get(f"/v1/swarms/{SWARM}/peers").json() == [
+            {"peer_id": "p1", "url": "http://127.0.0.1:1", "site": "x", "complete": True}
+        ]
+        assert c.get("/v1/metadata/1.root.json").json() == {"signed": {"version": 1}}
+        assert c.get("/v1/metadata/timestamp.json").json()["signed"]["version"] == 7
+        assert c.get("/v1/metadata/5.snapshot.json").status_code == 200
+        assert c.get("/v1/metadata/4.snapshot.json").status_code == 404
+        assert c.get(f"/v1/targets/web/1.0/{'cd' * 32}.app.bin.manifest.json").json() == {"m": 1}
+        health = c.get("/healthz").json()
+        assert health["status"] == "ok" and health["peer_id"] == "me"
+
+
+@pytest.mark.parametrize(
+    ("path", "codes"),
+    [
+        ("/v1/chunks/../../secret.json", (400, 404)),
+        ("/v1/chunks/%2e%2e%2fsecret.json", (400, 404)),
+        ("/v1/chunks/" + "A" * 64, (400,)),
+        ("/v1/chunks/" + "a" * 63, (400,)),
+        ("/v1/chunks/" + "g" * 64, (400,)),
+        ("/v1/metadata/../secret.json", (400, 404)),
+        ("/v1/metadata/..%2Fsecret.json", (400, 404)),
+        ("/v1/metadata/root.json", (404,)),
+        ("/v1/targets/../../secret.json", (400, 404)),
+        ("/v1/targets/" + "cd" * 32, (404,)),
+        ("/v1/swarms/../bitfield", (400, 404)),
+        ("/v1/swarms/" + SWARM + "/../../x", (404,)),
+        ("/etc/passwd", (404,)),
+    ],
+)
+def test_hostile_paths(peer: tuple[str, PeerServer, str], path: str, codes: tuple[int, ...]) -> None:
+    url, _, _ = peer
+    reply = _raw(url, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    status = int(reply.split(b" ", 2)[1])
+    assert status in codes, (path, reply[:200])
+    assert b"secret" not in reply
+
+
+def test_malformed_requests(peer: tuple[str, PeerServer, str]) -> None:
+    url, _, sha = peer
+    assert _raw(url, b"\x00\x01\x02 garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 50_000 + b"\r\n\r\n"
+    assert _raw(url, big).split(b" ")[1] in (b"431", b"400")
+    assert _raw(url, b"POST /v1/chunks/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").split(b" ")[1] in (
+        b"405",
+        b"413",
+    )
+    # still serving
+    assert httpx.get(f"{url}/v1/chunks/{sha}").status_code == 200
+
+
+def test_slow_clients_are_cut_and_others_served(peer: tuple[str, PeerServer, str]) -> None:
+    url, _, sha = peer
+    host, port = url.removeprefix("http://").split(":")
+    slow = []
+    for _ in range(20):
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finishes the headers
+        slow.append(s)
+    try:
+        assert httpx.get(f"{url}/v1/chunks/{sha}", timeout=5).status_code == 200
+        start = time.monotonic()
+        for s in slow:
+            data = s.recv(1024)
+            assert data.startswith(b"HTTP/1.1 408") or data == b""
+        assert time.monotonic() - start < 8
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_upload_slots_give_429(peer: tuple[str, PeerServer, str]) -> None:
+    url, server, sha = peer
+    server.uploads = server.max_upload_slots  # as if two uploads were in progress
+    try:
+        r = httpx.get(f"{url}/v1/chunks/{sha}")
+        assert r.status_code == 429
+        assert r.headers["retry-after"] == "1"
+    finally:
+        server.uploads = 0
+    assert httpx.get(f"{url}/v1/chunks/{sha}").status_code == 200
+    deadline = time.monotonic() + 5
+    while server.uploads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.uploads == 0, "the slot is released once the response is done"
+    assert json.loads(httpx.get(f"{url}/healthz").content)["site"] == "site-a"
