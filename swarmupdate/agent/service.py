@@ -296,6 +296,10 @@ class Agent:
 
     async def _swarm_tasks(self, rt: SwarmRuntime, app: _AppState, installed: bool, bound: Any) -> None:
         rel = rt.release
+        # learn the swarm (peers, its size) before choosing sources, so a joining agent does not
+        # mistake a busy swarm for an empty one and go to the origin
+        with anyio.move_on_after(self.cfg.connect_timeout + 1):
+            await self._announce(rt, "started")
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._announce_loop, rt)
             tg.start_soon(self._pex_loop, rt)
@@ -401,12 +405,11 @@ class Agent:
         return float(result.interval or 30.0)
 
     async def _announce_loop(self, rt: SwarmRuntime) -> None:
-        event = "started"
+        interval = 10.0
         while True:
-            interval = await self._announce(rt, event)
-            event = ""
             # while downloading, announce more often: new peers matter most then
             await anyio.sleep(min(interval, 10.0) if not rt.complete else interval)
+            interval = await self._announce(rt, "")
 
     async def _pex_loop(self, rt: SwarmRuntime) -> None:
         while True:

@@ -109,7 +109,7 @@ def test_disk_full_while_storing_then_resumes(fleet: Fleet, tmp_path: Path) -> N
         subprocess.run(["mount", "-o", "remount,size=64m", str(store)], check=True)
         fleet.wait_installed("1.0", timeout=60)
         assert sha256(agent.installed_bytes()) == rel.sha256
-        assert "no space" not in str(agent.status().get("swarms"))
+        wait_for(lambda: "no space" not in str(agent.status().get("swarms")), 10, "the error to clear")
     finally:
         for a in fleet.agents:
             a.stop()

@@ -94,6 +94,7 @@ class Adversary:
 
     def close(self) -> None:
         self.stop.set()
+        self.thread.join(timeout=2)
         self.sock.close()
 
 
