@@ -108,6 +108,10 @@ class Agent:
         )
         self.trackers = TrackerClient(list(config.trackers))
         self.static_peers: list[PeerInfo] = []
+        #: peers of the whole fleet (same trusted root), from the trackers: where TUF metadata can
+        #: come from when the origin is down and no release swarm is known yet
+        self.fleet_peers: list[PeerInfo] = []
+        self.fleet_swarm = ""
         self.self_info = PeerInfo(config.node_id, config.peer_advertise, config.site)
         self.peer_port = 0
         self.metrics_port = 0
@@ -144,6 +148,7 @@ class Agent:
         """Peers to ask for TUF metadata when the origin is down (called from a worker thread)."""
         urls = {p.url for rt in list(self.swarms.values()) for p in rt.known_peers()}
         urls |= {p.url for p in self.static_peers}
+        urls |= {p.url for p in self.fleet_peers}
         out = sorted(urls)
         random.shuffle(out)
         return out
@@ -155,6 +160,8 @@ class Agent:
         for app in self.apps.values():
             await anyio.to_thread.run_sync(app.installer.recover)
         await anyio.to_thread.run_sync(TrustClient.init, self.metadata_dir, self.cfg.trusted_root)
+        root_bytes = await anyio.to_thread.run_sync(self.cfg.trusted_root.read_bytes)
+        self.fleet_swarm = hashlib.sha256(root_bytes).hexdigest()
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
         try:
             async with anyio.create_task_group() as tg:
@@ -186,6 +193,7 @@ class Agent:
                     version=__version__,
                 )
                 tg.start_soon(self._static_peers_loop)
+                tg.start_soon(self._fleet_announce_loop)
                 tg.start_soon(self._poll_loop, tg)
                 tg.start_soon(self._status_loop)
                 tg.start_soon(self._watchdog_loop)
@@ -410,6 +418,21 @@ class Agent:
             # while downloading, announce more often: new peers matter most then
             await anyio.sleep(min(interval, 10.0) if not rt.complete else interval)
             interval = await self._announce(rt, "")
+
+    async def _fleet_announce_loop(self) -> None:
+        """Announce to the fleet swarm (named by the trusted root): peers to ask for metadata."""
+        if not self.cfg.trackers:
+            return
+        while True:
+            result = await self.trackers.announce(
+                self.fleet_swarm,
+                PeerInfo(self.self_info.peer_id, self.self_info.url, self.cfg.site, True),
+                0,
+                "",
+            )
+            if result.peers:
+                self.fleet_peers = list(result.peers)
+            await anyio.sleep(float(result.interval or 30.0) if self.fleet_peers else 2.0)
 
     async def _pex_loop(self, rt: SwarmRuntime) -> None:
         while True:
