@@ -112,6 +112,7 @@ class Agent:
         #: come from when the origin is down and no release swarm is known yet
         self.fleet_peers: list[PeerInfo] = []
         self.fleet_swarm = ""
+        self.fleet_size = 0
         self.self_info = PeerInfo(config.node_id, config.peer_advertise, config.site)
         self.peer_port = 0
         self.metrics_port = 0
@@ -144,6 +145,11 @@ class Agent:
         self.rng.shuffle(peers)
         return peers[:50]
 
+    def _peer_hint(self, swarm: str, peer: PeerInfo) -> None:
+        rt = self.swarms.get(swarm)
+        if rt is not None and peer.peer_id not in rt.peers:
+            rt.add_peers([peer])
+
     def _peer_urls(self) -> list[str]:
         """Peers to ask for TUF metadata when the origin is down (called from a worker thread)."""
         urls = {p.url for rt in list(self.swarms.values()) for p in rt.known_peers()}
@@ -175,6 +181,7 @@ class Agent:
                     max_upload_slots=self.cfg.max_upload_slots,
                     upload_pace=self._upload_pace if self.cfg.upload_limit else None,
                     on_upload=self.metrics.upload_bytes.inc,
+                    on_peer_hint=self._peer_hint,
                 )
                 self.peer_port = await tg.start(server.serve, host, port)
                 if not self.self_info.url:
@@ -182,6 +189,7 @@ class Agent:
                         self.cfg.node_id, f"http://{_advertise_host(host)}:{self.peer_port}", self.cfg.site
                     )
                     server.self_info = self.self_info
+                self.client.me = self.self_info
                 if self.cfg.metrics_listen is not None:
                     mhost, mport = self.cfg.metrics_listen
                     self.metrics_port = await tg.start(serve, self._metrics_handler, mhost, mport)
@@ -408,8 +416,11 @@ class Agent:
             event,
         )
         rt.add_peers(list(result.peers))
-        if result.swarm_size:
-            rt.set_swarm_size(result.swarm_size)
+        # a new release's swarm is small at first, but the fleet (same trusted root) is about the size
+        # it will grow to: use it as a floor so early joiners do not all think they must pull
+        size = max(result.swarm_size, self.fleet_size)
+        if size:
+            rt.set_swarm_size(size)
         return float(result.interval or 30.0)
 
     async def _announce_loop(self, rt: SwarmRuntime) -> None:
@@ -432,6 +443,7 @@ class Agent:
             )
             if result.peers:
                 self.fleet_peers = list(result.peers)
+            self.fleet_size = max(result.swarm_size, len(self.fleet_peers) + 1)
             await anyio.sleep(float(result.interval or 30.0) if self.fleet_peers else 2.0)
 
     async def _pex_loop(self, rt: SwarmRuntime) -> None:
@@ -504,6 +516,7 @@ class Agent:
             "uploaded": int(self.metrics.upload_bytes._value.get()),
             "refresh_error": self.last_refresh_error,
             "metadata_from_peers": self.fetcher.served_by_peers,
+            "fleet_size": self.fleet_size,
         }
 
     async def _status_loop(self) -> None:

@@ -18,6 +18,7 @@ import httpx
 from swarmupdate import __version__
 from swarmupdate.errors import ChunkVerificationError, FetchError, RemoteDataError, StoreError
 from swarmupdate.model import ChunkRef, PeerInfo, is_sha256_hex
+from swarmupdate.net.peer_server import PEER_HEADER, peer_header
 from swarmupdate.swarm.bitfield import Bitfield
 
 __all__ = ["PeerClient", "chunk_url", "parse_peer_list"]
@@ -49,7 +50,10 @@ class PeerClient:
         transport: httpx.AsyncBaseTransport | None = None,
         download_pace: Callable[[int], Awaitable[None]] | None = None,
         max_connections: int = 256,
+        me: PeerInfo | None = None,
     ) -> None:
+        #: who we are, sent with swarm requests so the peers we ask learn of us
+        self.me = me
         self.request_timeout = request_timeout
         self.download_pace = download_pace
         self._http = httpx.AsyncClient(
@@ -109,9 +113,12 @@ class PeerClient:
         except StoreError:
             raise
 
-    async def _get_small(self, url: str) -> bytes:
+    async def _get_small(self, url: str, *, hint: bool = False) -> bytes:
+        headers = (
+            {PEER_HEADER: peer_header(self.me)} if hint and self.me is not None and self.me.url else None
+        )
         try:
-            async with self._http.stream("GET", url) as response:
+            async with self._http.stream("GET", url, headers=headers) as response:
                 _check_status(response, url)
                 body = bytearray()
                 async for piece in response.aiter_bytes():
@@ -127,7 +134,7 @@ class PeerClient:
     async def bitfield(self, peer_url: str, swarm: str, n: int) -> Bitfield:
         """The peer's bitfield for ``swarm`` (a release of ``n`` chunks)."""
         url = f"{peer_url.rstrip('/')}/v1/swarms/{swarm}/bitfield"
-        data = await self._get_small(url)
+        data = await self._get_small(url, hint=True)
         try:
             return Bitfield.decode(data, n, source=url)
         except RemoteDataError as exc:
@@ -136,7 +143,7 @@ class PeerClient:
     async def peers(self, peer_url: str, swarm: str) -> list[PeerInfo]:
         """The peers ``peer_url`` knows in ``swarm`` (peer exchange); bad entries are dropped."""
         url = f"{peer_url.rstrip('/')}/v1/swarms/{swarm}/peers"
-        return parse_peer_list(await self._get_small(url), url)
+        return parse_peer_list(await self._get_small(url, hint=True), url)
 
     async def info(self, peer_url: str) -> PeerInfo:
         """Who answers at ``peer_url`` (its ``/healthz``)."""

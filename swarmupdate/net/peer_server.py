@@ -31,7 +31,7 @@ from swarmupdate.model import PeerInfo, is_sha256_hex
 from swarmupdate.net.httpserver import FileBody, Request, Response, ServerLimits, serve
 from swarmupdate.swarm.bitfield import Bitfield
 
-__all__ = ["PeerServer", "SwarmDirectory"]
+__all__ = ["PEER_HEADER", "PeerServer", "SwarmDirectory", "parse_peer_header", "peer_header"]
 
 _METADATA_NAME = re.compile(r"(?:(\d{1,10})\.)?([a-z0-9][a-z0-9_-]{0,62})\.json")
 _TARGET_BASENAME = re.compile(r"([0-9a-f]{64})\.[A-Za-z0-9][A-Za-z0-9._+~-]{0,300}")
@@ -67,6 +67,7 @@ class PeerServer:
         max_upload_slots: int = 16,
         upload_pace: Callable[[int], Awaitable[None]] | None = None,
         on_upload: Callable[[int], None] | None = None,
+        on_peer_hint: Callable[[str, PeerInfo], None] | None = None,
         limits: ServerLimits = ServerLimits(max_header_bytes=8192, max_body_bytes=0, write_block=256 * 1024),
     ) -> None:
         self.self_info = self_info
@@ -78,6 +79,7 @@ class PeerServer:
         self.uploads = 0
         self.upload_pace = upload_pace
         self.on_upload = on_upload
+        self.on_peer_hint = on_peer_hint
         self.limits = limits
 
     # ------------------------------------------------------------------ handlers
@@ -101,6 +103,7 @@ class PeerServer:
         if kind == "chunks" and len(parts) == 4:
             return await self._chunk(parts[3])
         if kind == "swarms" and len(parts) == 5:
+            self._hint(parts[3], request.headers.get(PEER_HEADER))
             return self._swarm(parts[3], parts[4])
         if kind == "metadata" and len(parts) == 4:
             return await self._metadata(parts[3])
@@ -129,6 +132,14 @@ class PeerServer:
                 self.uploads -= 1
 
         return Response(200, FileBody(path, pace=self.upload_pace), on_done=done)
+
+    def _hint(self, swarm: str, header: str | None) -> None:
+        """A requester that says who it is joins our view of the swarm (a hint, like PEX)."""
+        if header is None or self.on_peer_hint is None or not is_sha256_hex(swarm):
+            return
+        info = parse_peer_header(header)
+        if info is not None and info.peer_id != self.self_info.peer_id:
+            self.on_peer_hint(swarm, info)
 
     def _swarm(self, swarm: str, what: str) -> Response:
         if not is_sha256_hex(swarm):
@@ -196,6 +207,32 @@ class PeerServer:
                 self.on_upload(response.sent)
 
         await serve(self.handle, host, port, limits=self.limits, on_response=count, task_status=task_status)
+
+
+#: ``X-Swarmupdate-Peer: <peer id> <url> [<site>]`` on swarm requests: who is asking, so the
+#: answering agent learns of newcomers at once instead of at its next tracker announce
+PEER_HEADER = "x-swarmupdate-peer"
+
+
+def peer_header(info: PeerInfo) -> str:
+    return f"{info.peer_id} {info.url} {info.site}".strip()
+
+
+def parse_peer_header(value: str) -> PeerInfo | None:
+    """Parse and check a peer header; None when malformed (it is only a hint)."""
+    from swarmupdate.tracker.wire import AnnounceFieldError, check_peer_id, check_site, check_url
+
+    parts = value.split(" ")
+    if len(parts) not in (2, 3):
+        return None
+    try:
+        return PeerInfo(
+            check_peer_id(parts[0]),
+            check_url(parts[1]).rstrip("/"),
+            check_site(parts[2] if len(parts) == 3 else ""),
+        )
+    except AnnounceFieldError:
+        return None
 
 
 def _text(status: int, message: str) -> Response:

@@ -31,11 +31,13 @@ def _bytes_by_source(agent_metrics: dict) -> dict[str, float]:  # type: ignore[t
 
 def test_ten_agents_one_release(fleet: Fleet) -> None:
     size = 24 * MB
-    rel, data = fleet.publish("1.0", size)
     # the origin is the expensive, slow link; peers are fast: the setting swarming is for
     fleet.start_origin(extra=("--max-rate", "40MB/s"))
     fleet.start_tracker()
+    # a running fleet, then a release: agents discover it at their next poll (2 s, with jitter)
     fleet.start_agents(10)
+    wait_for(lambda: all(a.status().get("fleet_size", 0) >= 10 for a in fleet.agents), 30, "the fleet to form")
+    rel, data = fleet.publish("1.0", size)
     fleet.wait_installed("1.0", timeout=120)
     for a in fleet.agents:
         assert sha256(a.installed_bytes()) == rel.sha256 == sha256(data)
