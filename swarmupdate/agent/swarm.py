@@ -156,14 +156,17 @@ class SwarmRuntime:
             return
         have_unique = [u for u in range(len(self.unique)) if self.members[u][0] in self.have]
         core = Download(
-            self.unique, have_unique, self.self_info.peer_id, self.config, now=self.clock(), rng=self.rng
+            self.unique,
+            have_unique,
+            self.self_info.peer_id,
+            self.config,
+            now=self.clock(),
+            rng=self.rng,
+            peers=self.known_peers(),
+            swarm_size=self.swarm_size,
         )
         send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
         self._events = send
-        for p in self.known_peers():
-            send.send_nowait(PeerSeen(p))
-        if self.swarm_size:
-            send.send_nowait(SwarmSize(self.swarm_size))
         inflight: dict[tuple[int, str | None], anyio.CancelScope] = {}
         try:
             async with anyio.create_task_group() as tg:

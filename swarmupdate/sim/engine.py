@@ -55,8 +55,10 @@ class Host:
         self.name = name
         self.up = up
         self.down = down
-        self.outbound: set[Flow] = set()
-        self.inbound: set[Flow] = set()
+        # dicts used as ordered sets: iteration order must not depend on object addresses,
+        # or runs with the same seed would differ
+        self.outbound: dict[Flow, None] = {}
+        self.inbound: dict[Flow, None] = {}
 
 
 class Flow:
@@ -89,8 +91,8 @@ class Network:
     def start(self, src: Host, dst: Host, size: float, payload: Any, on_done: Callable[[Flow], None]) -> Flow:
         now = self._queue.now
         flow = Flow(src, dst, size, now, payload, on_done)
-        src.outbound.add(flow)
-        dst.inbound.add(flow)
+        src.outbound[flow] = None
+        dst.inbound[flow] = None
         self._reflow(src, dst, now)
         return flow
 
@@ -102,8 +104,8 @@ class Network:
         self._settle(flow, now)
         flow.sent = flow.size - flow.remaining
         flow.token = -1
-        flow.src.outbound.discard(flow)
-        flow.dst.inbound.discard(flow)
+        del flow.src.outbound[flow]
+        del flow.dst.inbound[flow]
         self._reflow(flow.src, flow.dst, now)
         return flow.sent
 
@@ -138,7 +140,7 @@ class Network:
         flow.token = -1
         flow.remaining = 0.0
         flow.sent = flow.size
-        flow.src.outbound.discard(flow)
-        flow.dst.inbound.discard(flow)
+        del flow.src.outbound[flow]
+        del flow.dst.inbound[flow]
         self._reflow(flow.src, flow.dst, self._queue.now)
         flow.on_done(flow)

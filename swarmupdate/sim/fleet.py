@@ -12,8 +12,8 @@ layer: it turns actions into messages and flows, and their outcomes back into ev
   otherwise, and 404 for a chunk it lacks. The answer or the last byte reaches the requester one latency
   after it leaves.
 - Bitfield request: answered with the peer's state one round trip later.
-- Adversaries announce at once, claim every chunk and send garbage to anyone who asks (no slot limit);
-  the requester sees ``ChunkFailed(kind="corrupt")`` after the whole transfer.
+- Adversaries announce at once, claim every chunk and serve garbage under the same slot limit; the
+  requester sees ``ChunkFailed(kind="corrupt")`` after the whole transfer.
 - Agents keep seeding after they finish; the run ends when every honest agent has finished.
 """
 
@@ -309,7 +309,7 @@ class Simulator:
             self.bytes_by_source["cancelled"] += sent
             if request.src is None:
                 self.origin_sent += sent
-            elif not request.src.adversary:
+            else:
                 request.src.uploads -= 1
 
     # --- servers ------------------------------------------------------------------------------------
@@ -323,14 +323,13 @@ class Simulator:
         if src is None:
             request.flow = self._net.start(self._origin, dst, size, request, self._sent)
             return
-        if not src.adversary:
-            if src.dl is None or request.index not in src.dl.have:
-                self._answer(request, "missing", None)
-                return
-            if src.uploads >= self.config.upload_slots:
-                self._answer(request, "busy", self.config.busy_retry_after)
-                return
-            src.uploads += 1
+        if not src.adversary and (src.dl is None or request.index not in src.dl.have):
+            self._answer(request, "missing", None)
+            return
+        if src.uploads >= self.config.upload_slots:
+            self._answer(request, "busy", self.config.busy_retry_after)
+            return
+        src.uploads += 1
         request.flow = self._net.start(src.host, dst, size, request, self._sent)
 
     def _answer(self, request: _Request, kind: FailureKind, retry_after: float | None) -> None:
@@ -341,7 +340,7 @@ class Simulator:
         src = request.src
         if src is None:
             self.origin_sent += flow.size
-        elif not src.adversary:
+        else:
             src.uploads -= 1
         self._queue.push(self._queue.now + self.config.latency, self._arrived, request)
 

@@ -72,10 +72,12 @@ class SimResult:
         mib = 1 << 20
         by = ", ".join(f"{k} {v / mib:,.0f} MiB" for k, v in self.bytes_by_source.items())
         done = sum(1 for t in self.completion if math.isfinite(t))
+        ratio = self.max_completion / self.t_min if self.t_min > 0 else math.nan
         lines = [
-            f"agents {self.agents} (+{self.adversaries} adversaries), artifact {self.artifact_size / mib:g} MiB",
-            f"complete {done}/{self.agents}: p50 {self.p50_completion:.2f} s, max {self.max_completion:.2f} s, "
-            f"T_min {self.t_min:.2f} s (max/T_min {self.max_completion / self.t_min:.2f})",
+            f"agents {self.agents} (+{self.adversaries} adversaries), "
+            f"artifact {self.artifact_size / mib:g} MiB",
+            f"complete {done}/{self.agents}: p50 {self.p50_completion:.2f} s, "
+            f"max {self.max_completion:.2f} s, T_min {self.t_min:.2f} s (max/T_min {ratio:.2f})",
             f"origin egress {self.origin_copies:.3f} copies of the artifact",
             f"bytes received: {by}",
             f"bans {self.bans} by {self.agents_that_banned} agents, honest peers banned {self.honest_banned}",

@@ -7,7 +7,8 @@
     policy.py     who pulls a chunk from the origin, and when (hash threshold, fallback wait)
     picker.py     chunk sets as ints, availability counts, rarest-first order
     peers.py      the peer table: scores, backoff, drops, bans
-    download.py   Download: the state machine; DownloadConfig
+    config.py     DownloadConfig: the knobs
+    download.py   Download: the state machine (re-exports the events and DownloadConfig)
     ratelimit.py  TokenBucket for per-agent byte limits
 
 Nothing here does I/O or reads a clock: every method that depends on time takes ``now`` (monotonic

@@ -7,8 +7,9 @@ simulator (:mod:`swarmupdate.sim`) drives the very same class.
 Each step, after applying the event:
 
 1. Origin. A chunk no live peer holds may go to the origin: at once when this agent is designated for it
-   (:func:`~swarmupdate.swarm.policy.origin_first`) and knows no live peer designated before it, or when
-   no live peer is known at all; otherwise after the wait of its rank
+   (:func:`~swarmupdate.swarm.policy.origin_first`) and knows no live peer designated before it, when it
+   knows the whole swarm and has the lowest hash of all, or when no live peer is known at all; otherwise
+   after the wait of its rank
    (:func:`~swarmupdate.swarm.policy.fallback_wait`, ``origin_fallback_delay`` for the first in line).
    The wait of chunk ``i`` counts from when ``i`` was last held by a live peer, or from the start of the
    download: making progress on other chunks does not postpone a chunk nobody has, and losing the only
@@ -18,7 +19,10 @@ Each step, after applying the event:
 3. Endgame. When every missing chunk is in flight, chunks with fewer than ``endgame_duplicates`` copies in
    flight are also asked of other peers; the first copy to arrive cancels the rest.
 
-All requests respect ``per_peer_inflight``, ``origin_max_inflight`` and ``max_inflight``.
+All requests respect ``per_peer_inflight``, ``origin_max_inflight`` and ``max_inflight``. Requests to
+peers also stay within a window that each 429 shrinks (down to ``per_peer_inflight``) and each delivery
+grows back (up to ``max_inflight``): when the swarm's upload slots are full, asking more peers at once
+only draws more 429s.
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
-from swarmupdate.model import ChunkRef
+from swarmupdate.model import ChunkRef, PeerInfo
 from swarmupdate.swarm.bitfield import Bitfield
+from swarmupdate.swarm.config import DownloadConfig
 from swarmupdate.swarm.events import (
     Action,
     BanPeer,
@@ -69,52 +73,14 @@ __all__ = [
 
 #: longest pause after repeated origin failures, seconds
 MAX_ORIGIN_BACKOFF = 30.0
+#: the window of peer requests shrinks by this factor at each 429 (down to per_peer_inflight) and grows
+#: by this much at each delivery (up to max_inflight)
+WINDOW_SHRINK = 0.9
+WINDOW_GROWTH = 1.0
 #: a 429's wait is stretched by up to this fraction at random
 BUSY_JITTER = 0.5
 #: bitfield rounds come every interval, give or take half this fraction
 ROUND_JITTER = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class DownloadConfig:
-    """Knobs of the download state machine. Times in seconds."""
-
-    #: requests in flight to one peer
-    per_peer_inflight: int = 4
-    #: global cap over peers + origin
-    max_inflight: int = 16
-    #: requests in flight to the origin
-    origin_max_inflight: int = 4
-    #: how long the first non-designated agent waits for a chunk to show up at a peer (later ones in
-    #: hash order wait longer: see swarmupdate.swarm.policy)
-    origin_fallback_delay: float = 10.0
-    #: k: expected number of agents that pull each chunk from the origin first
-    origin_pullers: float = 1.5
-    #: how often to re-ask a peer for its bitfield while downloading
-    bitfield_interval: float = 1.0
-    #: copies of each last chunk in flight during the endgame (original included)
-    endgame_duplicates: int = 2
-    #: wait after a 429 without Retry-After, and after a timeout or error
-    busy_backoff: float = 1.0
-    #: this agent's site: peers of the same site are preferred among equally good ones
-    site: str = ""
-    #: consecutive errors / timeouts after which a peer is dropped (until seen again)
-    drop_after_errors: int = 2
-    drop_after_timeouts: int = 3
-
-    def __post_init__(self) -> None:
-        for name in ("per_peer_inflight", "max_inflight", "origin_max_inflight", "endgame_duplicates"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DownloadConfig.{name} must be >= 1")
-        for name in ("drop_after_errors", "drop_after_timeouts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DownloadConfig.{name} must be >= 1")
-        if not self.origin_pullers > 0:
-            raise ValueError("DownloadConfig.origin_pullers must be > 0")
-        if not self.bitfield_interval > 0:
-            raise ValueError("DownloadConfig.bitfield_interval must be > 0")
-        if self.origin_fallback_delay < 0 or self.busy_backoff < 0:
-            raise ValueError("DownloadConfig delays must be >= 0")
 
 
 _DEFAULT_CONFIG = DownloadConfig()
@@ -132,7 +98,16 @@ class Download:
         *,
         now: float,
         rng: random.Random | None = None,
+        peers: Iterable[PeerInfo] = (),
+        swarm_size: int = 0,
     ) -> None:
+        """Start a download of ``chunks``, already holding the indexes in ``have``.
+
+        ``peers`` and ``swarm_size`` seed the peer table as PeerSeen and SwarmSize events would; the
+        first :meth:`poll` (due at once) asks them for their bitfields. Give what the tracker said
+        here, or through :meth:`handle_all`, before the first poll: a download that knows no peer at
+        all sends its first requests to the origin.
+        """
         self._chunks = tuple(chunks)
         self._self_id = self_id
         self._config = config
@@ -162,15 +137,26 @@ class Download:
         self._origin_inflight = 0
         self._origin_backoff_until = -math.inf
         self._origin_failures = 0
+        # How many requests to peers may be in flight. When the swarm's upload slots are full (429s),
+        # asking more peers at once only draws more 429s: back off like TCP's congestion window.
+        self._window = float(config.max_inflight)
 
-        self._swarm_size = 0
+        self._swarm_size = max(swarm_size, 0)
         self._view_version = 0
         self._own_hash: list[float | None] = [None] * n
         self._pair_hash: dict[tuple[int, str], float] = {}
         self._wait_cache: dict[int, tuple[int, float]] = {}
+        self._origin_memo: tuple[int, int] | None = None
+        self._origin_memo_at = math.inf
 
         self._next_round = now + config.bitfield_interval
         self._wakeup: float | None = now  # poll once at the start
+        for info in peers:
+            if info.peer_id != self_id and self._peers.seen(info):
+                state = self._peers.get(info.peer_id)
+                assert state is not None
+                state.seen_at = now
+                self._next_round = now  # the first poll asks them for bitfields
 
     # --- read-only state ----------------------------------------------------------------------------
 
@@ -275,9 +261,10 @@ class Download:
             return
         if self._peers.seen(event.peer):
             self._view_version += 1
+            state = self._peers.get(peer_id)
+            assert state is not None
+            state.seen_at = now
             if not self.done:
-                state = self._peers.get(peer_id)
-                assert state is not None
                 state.bitfield_asked = now
                 actions.append(RequestBitfield(peer_id))
 
@@ -291,7 +278,9 @@ class Download:
             self._avail.add(new & ~old)
             self._avail.remove(old & ~new, now)
             state.mask = new
-        state.known = True
+        if not state.known:
+            state.known = True
+            self._view_version += 1  # origin decisions waiting for this answer may proceed
         state.complete = new == self._codec.full
 
     def _on_arrived(self, event: ChunkArrived, actions: list[Action]) -> None:
@@ -304,6 +293,7 @@ class Download:
                 state = self._peers.get(source)
                 if state is not None and state.status == "live":
                     self._peers.record_success(state, event.nbytes, event.seconds)
+                self._window = min(float(self._config.max_inflight), self._window + WINDOW_GROWTH)
         if not self._missing & self._codec.bit[index]:
             return
         for j in self._same.get(index, (index,)):
@@ -344,6 +334,8 @@ class Download:
             # Never sooner than asked, and spread out so that the peers turned away together do not
             # all come back in the same instant.
             self._peers.record_busy(state, now, wait * (1.0 + BUSY_JITTER * self._rng.random()))
+            floor = float(min(cfg.per_peer_inflight, cfg.max_inflight))
+            self._window = max(floor, self._window * WINDOW_SHRINK)
         elif kind == "timeout":
             if self._peers.record_timeout(state, now, cfg.busy_backoff, cfg.drop_after_timeouts):
                 self._drop(source, now, actions)
@@ -402,31 +394,43 @@ class Download:
             want = self._missing & ~self._inflight_mask
             if want and self._origin_inflight < cfg.origin_max_inflight:
                 free, want, wake = self._schedule_origin(now, free, want, actions)
-            if want and free > 0:
-                free, wake = self._schedule_peers(now, free, want, wake, actions)
-            if free > 0 and self.in_endgame:
-                wake = self._schedule_endgame(now, free, wake, actions)
+            peer_room = int(self._window) - (self._inflight - self._origin_inflight)
+            if want and free > 0 and peer_room > 0:
+                used = min(free, peer_room)
+                left, wake = self._schedule_peers(now, used, want, wake, actions)
+                free -= used - left
+                peer_room -= used - left
+            if free > 0 and peer_room > 0 and self.in_endgame:
+                wake = self._schedule_endgame(now, min(free, peer_room), wake, actions)
         self._wakeup = None if wake == math.inf else wake
 
     def _schedule_origin(
         self, now: float, free: int, want: int, actions: list[Action]
     ) -> tuple[int, int, float]:
         """Ask the origin for chunks no live peer holds, when their wait is over."""
-        wake = math.inf
         lonely = self._peers.active_count == 0
         candidates = want if lonely else want & ~self._avail.visible
         if not candidates:
-            return free, want, wake
+            return free, want, math.inf
         if now < self._origin_backoff_until:
             return free, want, self._origin_backoff_until
+        # Nothing to do before the earliest wait ends, unless the candidates or the view changed.
+        # (A chunk's clock only ever restarts later, so a stale memo can only wake us too early.)
+        memo = (candidates, self._view_version)
+        if memo == self._origin_memo and now < self._origin_memo_at:
+            return free, want, self._origin_memo_at
+        wake = math.inf
         ready: list[tuple[float, int]] = []
+        unseen_since = self._avail.unseen_since
+        settle = -math.inf if lonely else self._settle_until(now)
         for i in self._codec.indexes(candidates):
-            at = now if lonely else self._avail.unseen_since[i] + self._origin_wait(i)
+            at = now if lonely else max(unseen_since[i] + self._origin_wait(i), settle)
             if at <= now:
                 ready.append((at, i))
-            else:
-                wake = min(wake, at)
+            elif at < wake:
+                wake = at
         if not ready:
+            self._origin_memo, self._origin_memo_at = memo, wake
             return free, want, wake
         prio = self._prio
         ready.sort(key=lambda e: (e[0], prio[e[1]]))
@@ -445,31 +449,36 @@ class Download:
     ) -> tuple[int, float]:
         """Rarest first over the live peers that have a free slot."""
         cap = self._config.per_peer_inflight
-        ready: list[PeerState] = []
-        union = 0
-        for p in self._peers.live():
-            if not p.mask & want or len(p.inflight) >= cap:
-                continue
-            if p.backoff_until > now:
-                wake = min(wake, p.backoff_until)
-                continue
-            ready.append(p)
-            union |= p.mask
-        if not ready:
-            return free, wake
-        ranked = self._peers.ranked(ready)
-        bit = self._codec.bit
-        for i in rarest_first(self._codec, want & union, self._avail.count, self._prio):
-            b = bit[i]
-            for p in ranked:
-                if p.mask & b:
-                    self._request(i, p.peer_id, now, actions)
-                    free -= 1
-                    if len(p.inflight) >= cap:
-                        ranked.remove(p)
+        live = self._peers.live()
+        # (PeerState.slots inlined: this is the hottest line of a simulated fleet)
+        ready = [
+            p
+            for p in live
+            if p.backoff_until <= now and p.mask & want and len(p.inflight) < (cap if p.delivered else 1)
+        ]
+        if ready:
+            union = 0
+            for p in ready:
+                union |= p.mask
+            ranked = self._peers.ranked(ready)
+            bit = self._codec.bit
+            for i in rarest_first(self._codec, want & union, self._avail.count, self._prio):
+                b = bit[i]
+                for p in ranked:
+                    if p.mask & b:
+                        self._request(i, p.peer_id, now, actions)
+                        want &= ~b
+                        free -= 1
+                        if len(p.inflight) >= p.slots(cap):
+                            ranked.remove(p)
+                        break
+                if free <= 0 or not ranked:
                     break
-            if free <= 0 or not ranked:
-                break
+        if free > 0 and want:
+            # Chunks still wanted may be held by peers backing off: come back when the first is free.
+            for p in live:
+                if p.backoff_until > now and p.backoff_until < wake and p.mask & want:
+                    wake = p.backoff_until
         return free, wake
 
     def _schedule_endgame(self, now: float, free: int, wake: float, actions: list[Action]) -> float:
@@ -487,7 +496,7 @@ class Download:
             need |= self._codec.bit[i]
         ready: list[PeerState] = []
         for p in self._peers.live():
-            if not p.mask & need or len(p.inflight) >= cfg.per_peer_inflight:
+            if not p.mask & need or len(p.inflight) >= p.slots(cfg.per_peer_inflight):
                 continue
             if p.backoff_until > now:
                 wake = min(wake, p.backoff_until)
@@ -500,13 +509,14 @@ class Download:
         for _, _, i in candidates:
             b = self._codec.bit[i]
             srcs = self._requests[i]
-            for p in ranked:
+            for p in list(ranked):
+                if len(srcs) >= cfg.endgame_duplicates or free <= 0:
+                    break
                 if p.mask & b and p.peer_id not in srcs:
                     self._request(i, p.peer_id, now, actions)
                     free -= 1
-                    if len(p.inflight) >= cfg.per_peer_inflight:
+                    if len(p.inflight) >= p.slots(cfg.per_peer_inflight):
                         ranked.remove(p)
-                    break
             if free <= 0 or not ranked:
                 break
         return wake
@@ -523,15 +533,39 @@ class Download:
         own = self._own_hash[i]
         if own is None:
             own = self._own_hash[i] = peer_chunk_hash(sha, self._self_id)
-        rank = own * self.swarm_estimate / cfg.origin_pullers
-        if rank < 1.0:
-            # Designated. A known live peer with a lower hash is designated too and pulls it at once:
+        swarm = self.swarm_estimate
+        rank = own * swarm / cfg.origin_pullers
+        # Knowing every member of the swarm, an agent can tell exactly who has the lowest hash: that
+        # one pulls at once, even when nobody is below the threshold (no fallback wait for that chunk).
+        full_view = self._peers.active_count + 1 >= swarm
+        if rank < 1.0 or full_view:
+            # A known live peer with a lower hash is designated before us and pulls the chunk at once:
             # leave it to that one and only step in after the fallback delay.
-            wait = cfg.origin_fallback_delay if self._lower_peer_known(i, sha, own) else 0.0
+            if not self._lower_peer_known(i, sha, own):
+                wait = 0.0
+            elif rank < 1.0:
+                wait = cfg.origin_fallback_delay
+            else:
+                wait = fallback_wait(rank, cfg.origin_fallback_delay)
         else:
             wait = fallback_wait(rank, cfg.origin_fallback_delay)
         self._wait_cache[i] = (self._view_version, wait)
         return wait
+
+    def _settle_until(self, now: float) -> float:
+        """Until when to hold origin requests for the bitfields of peers just seen.
+
+        Which chunks no peer holds is only known once the peers have answered: a late joiner would
+        otherwise pull from the origin what its peers already have, and an agent fed the tracker's
+        answer one event at a time would decide before it knows the whole list. A peer that does not
+        answer within a bitfield interval is not waited for.
+        """
+        interval = self._config.bitfield_interval
+        until = -math.inf
+        for p in self._peers.live():
+            if not p.known and now < p.seen_at + interval and p.seen_at + interval > until:
+                until = p.seen_at + interval
+        return until
 
     def _lower_peer_known(self, i: int, sha: str, own: float) -> bool:
         cache = self._pair_hash

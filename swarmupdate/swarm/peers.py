@@ -46,6 +46,8 @@ class PeerState:
     #: chunk indexes requested from it and not yet answered
     inflight: set[int] = field(default_factory=set)
     throughput: float | None = None
+    #: chunks it delivered (and that verified)
+    delivered: int = 0
     penalty: float = 1.0
     backoff_until: float = 0.0
     timeouts: int = 0
@@ -53,10 +55,19 @@ class PeerState:
     ban_reason: str = ""
     #: when its bitfield was last asked for
     bitfield_asked: float = -math.inf
+    #: when it last became live (first seen, or seen again after a drop)
+    seen_at: float = -math.inf
 
     @property
     def peer_id(self) -> str:
         return self.info.peer_id
+
+    def slots(self, cap: int) -> int:
+        """Requests it may have in flight: one until it has delivered a chunk, then ``cap``.
+
+        A peer that serves garbage or nothing thus ties up one request slot, not ``cap``.
+        """
+        return cap if self.delivered else 1
 
     def score(self, typical: float) -> float:
         """Expected throughput in bytes/s, after penalties; ``typical`` stands in when never measured."""
@@ -172,6 +183,7 @@ class PeerTable:
         )
         self.typical = sample if not self._measured else (1 - EWMA_ALPHA) * self.typical + EWMA_ALPHA * sample
         self._measured = True
+        state.delivered += 1
         state.penalty = 1.0
         state.timeouts = state.errors = 0
 

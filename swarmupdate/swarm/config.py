@@ -1,0 +1,49 @@
+"""The download state machine's knobs. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DownloadConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadConfig:
+    """Knobs of the download state machine. Times in seconds."""
+
+    #: requests in flight to one peer
+    per_peer_inflight: int = 4
+    #: global cap over peers + origin
+    max_inflight: int = 16
+    #: requests in flight to the origin
+    origin_max_inflight: int = 4
+    #: how long the first non-designated agent waits for a chunk to show up at a peer (later ones in
+    #: hash order wait longer: see swarmupdate.swarm.policy)
+    origin_fallback_delay: float = 10.0
+    #: k: expected number of agents that pull each chunk from the origin first
+    origin_pullers: float = 1.5
+    #: how often to re-ask a peer for its bitfield while downloading
+    bitfield_interval: float = 1.0
+    #: copies of each last chunk in flight during the endgame (original included)
+    endgame_duplicates: int = 2
+    #: wait after a 429 without Retry-After, and after a timeout or error
+    busy_backoff: float = 1.0
+    #: this agent's site: peers of the same site are preferred among equally good ones
+    site: str = ""
+    #: consecutive errors / timeouts after which a peer is dropped (until seen again)
+    drop_after_errors: int = 2
+    drop_after_timeouts: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("per_peer_inflight", "max_inflight", "origin_max_inflight", "endgame_duplicates"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DownloadConfig.{name} must be >= 1")
+        for name in ("drop_after_errors", "drop_after_timeouts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DownloadConfig.{name} must be >= 1")
+        if not self.origin_pullers > 0:
+            raise ValueError("DownloadConfig.origin_pullers must be > 0")
+        if not self.bitfield_interval > 0:
+            raise ValueError("DownloadConfig.bitfield_interval must be > 0")
+        if self.origin_fallback_delay < 0 or self.busy_backoff < 0:
+            raise ValueError("DownloadConfig delays must be >= 0")

@@ -1,0 +1,716 @@
+"""The download state machine, driven event by event with a seeded RNG (no I/O, no clock)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+
+import pytest
+
+from swarmupdate.model import ChunkRef, PeerInfo
+from swarmupdate.swarm.bitfield import Bitfield
+from swarmupdate.swarm.download import (
+    Action,
+    BanPeer,
+    BitfieldUpdate,
+    CancelChunk,
+    ChunkArrived,
+    ChunkFailed,
+    Download,
+    DownloadConfig,
+    Event,
+    FailureKind,
+    PeerGone,
+    PeerSeen,
+    RequestBitfield,
+    RequestChunk,
+    SwarmSize,
+)
+from swarmupdate.swarm.policy import fallback_wait, origin_first, origin_rank
+
+MIB = 1 << 20
+
+
+def chunks(n: int) -> list[ChunkRef]:
+    return [ChunkRef(hashlib.sha256(f"chunk {i}".encode()).hexdigest(), MIB) for i in range(n)]
+
+
+def peer(name: str, site: str = "") -> PeerInfo:
+    return PeerInfo(name, f"http://{name}:8700", site)
+
+
+def requests(actions: Iterable[Action]) -> list[tuple[int, str | None]]:
+    return [(a.index, a.peer_id) for a in actions if isinstance(a, RequestChunk)]
+
+
+def cancels(actions: Iterable[Action]) -> list[tuple[int, str | None]]:
+    return [(a.index, a.peer_id) for a in actions if isinstance(a, CancelChunk)]
+
+
+def bitfield_asks(actions: Iterable[Action]) -> list[str]:
+    return [a.peer_id for a in actions if isinstance(a, RequestBitfield)]
+
+
+def not_designated(refs: Sequence[ChunkRef], swarm: int, k: float = 1.5, prefix: str = "me") -> str:
+    """An agent id that is designated for none of these chunks in a swarm of this size."""
+    for n in range(10_000):
+        candidate = f"{prefix}-{n}"
+        if not any(origin_first(c.sha256, candidate, swarm, k) for c in refs):
+            return candidate
+    raise AssertionError("no such id")
+
+
+def with_peers(
+    n: int,
+    holdings: Mapping[str, Iterable[int]],
+    config: DownloadConfig | None = None,
+    *,
+    swarm: int = 1000,
+    have: Iterable[int] = (),
+    seed: int = 1,
+    sites: dict[str, str] | None = None,
+) -> tuple[Download, list[Action]]:
+    """A download whose peers have answered with their bitfields, and what it did first.
+
+    The agent id is chosen so that it is designated for no chunk: nothing goes to the origin.
+    """
+    refs = chunks(n)
+    cfg = config or DownloadConfig()
+    me = not_designated(refs, swarm, cfg.origin_pullers)
+    dl = Download(refs, have, me, cfg, now=0.0, rng=random.Random(seed))
+    events: list[Event] = [SwarmSize(swarm)]
+    events += [PeerSeen(peer(p, (sites or {}).get(p, ""))) for p in holdings]
+    events += [BitfieldUpdate(p, Bitfield(n, held)) for p, held in holdings.items()]
+    return dl, dl.handle_all(events, 0.0)
+
+
+def arrive(dl: Download, index: int, src: str | None, now: float, seconds: float = 0.1) -> list[Action]:
+    return dl.handle(ChunkArrived(index, src, MIB, seconds), now)
+
+
+# --- picking ----------------------------------------------------------------------------------------
+
+
+def test_rarest_chunk_is_requested_first() -> None:
+    # chunk 3 is held by one peer, the others by three
+    holdings = {"a": [0, 1, 2, 3], "b": [0, 1, 2], "c": [0, 1, 2]}
+    _, first = with_peers(4, holdings, DownloadConfig(max_inflight=1))
+    assert requests(first) == [(3, "a")]
+
+
+def test_rarest_first_orders_all_requests_by_availability() -> None:
+    holdings = {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2, 3], "c": [0, 1, 2], "d": [0, 1], "e": [0]}
+    _, first = with_peers(5, holdings, DownloadConfig(max_inflight=5, per_peer_inflight=1))
+    # one request per unproven peer: the rarest chunks go to the only peers that have them
+    assert sorted(requests(first)) == [(0, "e"), (1, "d"), (2, "c"), (3, "b"), (4, "a")]
+
+
+def test_ties_between_equally_rare_chunks_are_broken_at_random() -> None:
+    firsts: Counter[int] = Counter()
+    for seed in range(40):
+        _, first = with_peers(4, {"a": [0, 1, 2, 3]}, DownloadConfig(max_inflight=1), seed=seed)
+        ((index, _),) = requests(first)
+        firsts[index] += 1
+    assert set(firsts) == {0, 1, 2, 3}
+
+
+def test_caps_per_peer_and_global_hold() -> None:
+    cfg = DownloadConfig(per_peer_inflight=3, max_inflight=7)
+    dl, first = with_peers(40, {p: range(40) for p in "abcd"}, cfg)
+    # unproven peers get one request each until they deliver
+    assert sorted(str(p) for _, p in requests(first)) == ["a", "b", "c", "d"]
+    for index, src in requests(first):
+        arrive(dl, index, src, 1.0)
+    assert dl.inflight == 7
+    in_flight = Counter(p for i in range(40) for p in dl.requested_from(i))
+    assert sum(in_flight.values()) == 7 and max(in_flight.values()) == 3
+    assert requests(dl.poll(2.0)) == []
+    # every arrival frees exactly one slot, and the caps keep holding
+    for step in range(20):
+        index = next(i for i in range(40) if dl.requested_from(i))
+        (src,) = dl.requested_from(index)
+        assert len(requests(arrive(dl, index, src, 3.0 + step))) == 1
+        in_flight = Counter(p for i in range(40) for p in dl.requested_from(i))
+        assert dl.inflight == 7 and max(in_flight.values()) <= 3
+
+
+def test_better_scored_peer_is_preferred_then_same_site() -> None:
+    cfg = DownloadConfig(per_peer_inflight=1, max_inflight=1, site="dc1", busy_backoff=1.0)
+    holdings = {"far": range(20), "near": range(20)}
+    dl, first = with_peers(20, holdings, cfg, sites={"far": "dc2", "near": "dc1"})
+    # equal (unmeasured) scores: same site first
+    ((index, src),) = requests(first)
+    assert src == "near"
+    # near is slow (0.1 MiB/s), and then busy for a moment: far gets a chance and is fast
+    ((index, src),) = requests(dl.handle(ChunkArrived(index, "near", MIB, 10.0), 1.0))
+    assert src == "near"
+    ((index, src),) = requests(dl.handle(ChunkFailed(index, "near", "busy"), 2.0))
+    assert src == "far"
+    picks = []
+    for step in range(3, 9):
+        seconds = 0.01 if src == "far" else 10.0
+        ((index, src),) = requests(dl.handle(ChunkArrived(index, src, MIB, seconds), float(step)))
+        picks.append(src)
+    assert picks == ["far"] * 6
+
+
+def test_same_site_wins_among_peers_of_similar_speed() -> None:
+    cfg = DownloadConfig(per_peer_inflight=1, max_inflight=2, site="dc1")
+    holdings = {"far": range(20), "near": range(20)}
+    dl, first = with_peers(20, holdings, cfg, sites={"far": "dc2", "near": "dc1"})
+    got = dict((src, index) for index, src in requests(first))
+    assert set(got) == {"far", "near"}
+    # far measures 1.25x faster than near: within a factor of two, so the same-site peer ranks first
+    actions = dl.handle_all(
+        [ChunkArrived(got["far"], "far", 3 * MIB, 2.0), ChunkArrived(got["near"], "near", 3 * MIB, 2.5)], 3.0
+    )
+    assert [p.peer_id for p in dl.peers.ranked(dl.peers.live())] == ["near", "far"]
+    # much faster is another league
+    far_index = next(i for i, p in requests(actions) if p == "far")
+    dl.handle(ChunkArrived(far_index, "far", 12 * MIB, 1.0), 4.0)
+    assert [p.peer_id for p in dl.peers.ranked(dl.peers.live())] == ["far", "near"]
+
+
+# --- endgame ----------------------------------------------------------------------------------------
+
+
+def test_endgame_duplicates_last_chunks_and_cancels_the_slower_copy() -> None:
+    cfg = DownloadConfig(per_peer_inflight=4, max_inflight=8, endgame_duplicates=2)
+    dl, first = with_peers(2, {"a": [0, 1], "b": [0, 1], "c": [0, 1]}, cfg)
+    # two chunks, three unproven peers with one slot each: both chunks go out, then the endgame
+    # (every missing chunk in flight) sends the third request as a second copy
+    assert dl.in_endgame
+    by_chunk: dict[int, set[str | None]] = {}
+    for index, src in requests(first):
+        by_chunk.setdefault(index, set()).add(src)
+    assert sorted(len(s) for s in by_chunk.values()) == [1, 2]
+    assert len(requests(first)) == 3
+    # chunk with one copy: the next free slot duplicates it
+    single = next(i for i, s in by_chunk.items() if len(s) == 1)
+    double = next(i for i, s in by_chunk.items() if len(s) == 2)
+    fast, slow = sorted(by_chunk[double])  # type: ignore[type-var]
+    actions = arrive(dl, double, fast, 1.0)
+    assert cancels(actions) == [(double, slow)]
+    assert dl.requested_from(double) == frozenset()
+    # the freed slots go to a second copy of the last chunk, never to a peer already asked
+    dup = requests(actions)
+    assert len(dup) == 1 and dup[0][0] == single and dup[0][1] not in by_chunk[single]
+    assert len(dl.requested_from(single)) == 2
+    actions = arrive(dl, single, dup[0][1], 2.0)
+    assert cancels(actions) == [(single, next(iter(by_chunk[single])))]
+    assert dl.done and dl.inflight == 0
+
+
+def test_endgame_respects_the_duplicate_limit() -> None:
+    cfg = DownloadConfig(per_peer_inflight=4, max_inflight=16, endgame_duplicates=3)
+    dl, first = with_peers(1, {p: [0] for p in "abcdef"}, cfg)
+    assert len(requests(first)) == 3
+    assert requests(dl.poll(1.0)) == []
+    # one copy fails: another peer takes its place, still three at most
+    (_, src), *_ = requests(first)
+    assert src is not None
+    assert len(requests(dl.handle(ChunkFailed(0, src, "timeout"), 2.0))) == 1
+    assert len(dl.requested_from(0)) == 3
+
+
+# --- failures ---------------------------------------------------------------------------------------
+
+
+def test_corrupt_peer_is_banned_once_and_never_asked_again() -> None:
+    cfg = DownloadConfig(per_peer_inflight=2, max_inflight=4)
+    dl, first = with_peers(8, {"evil": range(8), "good": range(8)}, cfg)
+    evil_index = next(i for i, p in requests(first) if p == "evil")
+    actions = dl.handle(ChunkFailed(evil_index, "evil", "corrupt"), 1.0)
+    bans = [a for a in actions if isinstance(a, BanPeer)]
+    assert [b.peer_id for b in bans] == ["evil"] and "verification" in bans[0].reason
+    assert dl.peers.banned_count == 1
+    assert not dl.peers.is_live("evil")
+    # the chunk went back to the pool: the good peer (one slot, busy) gets it when it delivers
+    good_index = next(i for i, p in requests(first) if p == "good")
+    assert (evil_index, "good") in requests(arrive(dl, good_index, "good", 1.2))
+    # whatever happens later, evil is never asked again and never banned twice
+    all_actions = list(actions)
+    all_actions += dl.handle(ChunkFailed(evil_index, "evil", "corrupt"), 1.5)
+    all_actions += dl.handle(PeerSeen(peer("evil")), 2.0)
+    all_actions += dl.handle(BitfieldUpdate("evil", Bitfield.full(8)), 2.0)
+    now = 3.0
+    while not dl.done:
+        pending = [(i, p) for i in range(8) for p in dl.requested_from(i)]
+        assert pending, "stalled"
+        for index, src in pending:
+            all_actions += arrive(dl, index, src, now)
+        all_actions += dl.poll(now)
+        now += 1
+    assert all(p != "evil" for _, p in requests(all_actions))
+    assert "evil" not in bitfield_asks(all_actions)
+    assert sum(isinstance(a, BanPeer) for a in all_actions) == 1
+    assert dl.peers.banned_count == 1
+
+
+def test_busy_peer_is_left_alone_for_retry_after() -> None:
+    cfg = DownloadConfig(per_peer_inflight=1, max_inflight=1)
+    dl, first = with_peers(4, {"a": range(4)}, cfg)
+    ((index, _),) = requests(first)
+    actions = dl.handle(ChunkFailed(index, "a", "busy", retry_after=5.0), 1.0)
+    assert requests(actions) == []
+    for t in (2.0, 4.0, 5.99):
+        assert requests(dl.poll(t)) == []
+    t, got = 5.99, list[tuple[int, str | None]]()
+    while not got:
+        wake = dl.next_wakeup(t)
+        assert wake is not None
+        t = wake
+        got = requests(dl.poll(t))
+    # honoured, and spread by at most half again so that turned-away peers do not return together
+    assert got == [(index, "a")] and 6.0 <= t <= 1.0 + 5.0 * 1.5
+
+
+def test_busy_without_retry_after_uses_the_default_backoff() -> None:
+    cfg = DownloadConfig(per_peer_inflight=1, max_inflight=1, busy_backoff=2.0)
+    dl, first = with_peers(4, {"a": range(4)}, cfg)
+    ((index, _),) = requests(first)
+    dl.handle(ChunkFailed(index, "a", "busy"), 1.0)
+    assert requests(dl.poll(2.9)) == []
+    wake = dl.next_wakeup(2.9)
+    assert wake is not None and 3.0 <= wake <= 4.0
+    assert [src for _, src in requests(dl.poll(wake))] == ["a"]
+
+
+def test_busy_swarm_shrinks_the_request_window_and_deliveries_grow_it_back() -> None:
+    cfg = DownloadConfig(per_peer_inflight=2, max_inflight=8)
+    dl, first = with_peers(40, {f"p{i}": range(40) for i in range(8)}, cfg)
+    assert len(requests(first)) == 8
+    # every peer answers 429: asking eight at once only draws more 429s
+    for index, src in requests(first):
+        dl.handle(ChunkFailed(index, src, "busy", retry_after=0.1), 1.0)
+    again = requests(dl.poll(2.0))
+    assert 2 <= len(again) < 8  # never below per_peer_inflight
+    # deliveries open the window again, one request per delivery on top of the freed slot
+    now = 3.0
+    while dl.inflight < 8:
+        index = next(i for i in range(40) if dl.requested_from(i))
+        (src,) = dl.requested_from(index)
+        arrive(dl, index, src, now)
+        now += 0.1
+        assert now < 10, "window did not reopen"
+    assert dl.inflight == 8
+
+
+def test_missing_chunk_is_asked_of_another_peer_and_the_bit_cleared() -> None:
+    cfg = DownloadConfig(per_peer_inflight=1, max_inflight=1)
+    dl, first = with_peers(1, {"liar": [0], "honest": [0]}, cfg)
+    ((_, first_src),) = requests(first)
+    assert first_src is not None
+    other = "honest" if first_src == "liar" else "liar"
+    actions = dl.handle(ChunkFailed(0, first_src, "missing"), 1.0)
+    assert requests(actions) == [(0, other)]
+    state = dl.peers.get(first_src)
+    assert state is not None and state.mask == 0
+
+
+def test_failed_chunk_is_never_lost() -> None:
+    # (two unproven peers: one request each)
+    cfg = DownloadConfig(per_peer_inflight=2, max_inflight=2, drop_after_errors=100, drop_after_timeouts=100)
+    dl, _ = with_peers(2, {"a": [0, 1], "b": [0, 1]}, cfg)
+    kinds: tuple[FailureKind, ...] = ("timeout", "error", "missing", "busy", "timeout")
+    now = 0.0
+    for kind in kinds:
+        pending = [(i, p) for i in range(2) for p in dl.requested_from(i)]
+        assert len(pending) == 2
+        for index, src in pending:
+            assert src is not None
+            dl.handle(ChunkFailed(index, src, kind), now)
+            if kind == "missing":  # the bit was cleared; the next bitfield claims the chunk again
+                dl.handle(BitfieldUpdate(src, Bitfield(2, [0, 1])), now)
+        # both chunks go out again, once each, after the backoffs
+        while dl.inflight < 2:
+            wake = dl.next_wakeup(now)
+            assert wake is not None
+            now = wake
+            dl.poll(now)
+        assert all(len(dl.requested_from(i)) == 1 for i in range(2))
+    for index, src in [(i, p) for i in range(2) for p in dl.requested_from(i)]:
+        arrive(dl, index, src, now)
+    assert dl.done
+
+
+def test_repeated_errors_drop_the_peer_and_peer_seen_brings_it_back() -> None:
+    cfg = DownloadConfig(per_peer_inflight=1, max_inflight=4, drop_after_errors=2, busy_backoff=1.0)
+    dl, first = with_peers(8, {"a": range(8), "b": range(8)}, cfg)
+    index = next(i for i, p in requests(first) if p == "a")
+    dl.handle(ChunkFailed(index, "a", "error"), 1.0)
+    assert dl.peers.is_live("a")
+    retry = [r for r in requests(dl.poll(2.5)) if r[1] == "a"]
+    assert len(retry) == 1
+    dl.handle(ChunkFailed(retry[0][0], "a", "error"), 3.0)
+    assert not dl.peers.is_live("a") and dl.peers.active_count == 1
+    assert all(p == "b" for _, p in requests(dl.poll(10.0)))
+    # seen again (tracker, peer exchange): asked for its bitfield and used again
+    actions = dl.handle(PeerSeen(peer("a")), 11.0)
+    assert bitfield_asks(actions) == ["a"]
+    actions = dl.handle(BitfieldUpdate("a", Bitfield.full(8)), 11.1)
+    assert [p for _, p in requests(actions)] == ["a"]
+
+
+def test_peer_gone_then_seen_restores_a_dropped_peer_but_not_a_banned_one() -> None:
+    cfg = DownloadConfig(per_peer_inflight=1, max_inflight=4)
+    dl, first = with_peers(8, {"a": range(8), "b": range(8), "c": range(8)}, cfg)
+    a_index = next(i for i, p in requests(first) if p == "a")
+    b_index = next(i for i, p in requests(first) if p == "b")
+    actions = dl.handle(PeerGone("a"), 1.0)
+    assert cancels(actions) == [(a_index, "a")]  # its request goes back to the pool
+    assert not dl.peers.is_live("a")
+    assert a_index not in {i for i in range(8) if "a" in dl.requested_from(i)}
+    actions = dl.handle(ChunkFailed(b_index, "b", "corrupt"), 1.0)
+    assert [x.peer_id for x in actions if isinstance(x, BanPeer)] == ["b"]
+    assert dl.peers.active_count == 1
+    actions = dl.handle_all([PeerSeen(peer("a")), PeerSeen(peer("b"))], 2.0)
+    assert bitfield_asks(actions) == ["a"]
+    actions = dl.handle_all(
+        [BitfieldUpdate("a", Bitfield.full(8)), BitfieldUpdate("b", Bitfield.full(8))], 2.1
+    )
+    assert {p for _, p in requests(actions)} == {"a"}
+    assert dl.peers.is_live("a") and not dl.peers.is_live("b")
+    assert dl.peers.banned_count == 1
+
+
+def test_a_peer_that_times_out_repeatedly_is_dropped_and_its_chunk_asked_elsewhere() -> None:
+    cfg = DownloadConfig(per_peer_inflight=1, max_inflight=2, drop_after_timeouts=2, busy_backoff=1.0)
+    dl, first = with_peers(10, {"slow": range(10), "ok": range(10)}, cfg)
+    slow_index = next(i for i, p in requests(first) if p == "slow")
+    ok_index = next(i for i, p in requests(first) if p == "ok")
+    dl.handle(ChunkFailed(slow_index, "slow", "timeout"), 1.0)
+    state = dl.peers.get("slow")
+    assert state is not None and state.throughput == 0.0 and dl.peers.is_live("slow")
+    # ok delivers: the timed-out chunk is not lost, and ok (not the slow peer) gets the next request
+    assert requests(arrive(dl, ok_index, "ok", 1.5)) == [(slow_index, "ok")]
+    # slow is tried again only once its pause is over, and a second timeout drops it
+    t, got = 1.5, list[tuple[int, str | None]]()
+    while not got:
+        wake = dl.next_wakeup(t)
+        assert wake is not None
+        t = wake
+        got = requests(dl.poll(t))
+    assert t >= 2.0 and [p for _, p in got] == ["slow"]
+    dl.handle(ChunkFailed(got[0][0], "slow", "timeout"), t + 1)
+    assert not dl.peers.is_live("slow")
+
+
+# --- bitfields --------------------------------------------------------------------------------------
+
+
+def test_bitfields_are_asked_when_seen_then_every_interval_until_done() -> None:
+    refs = chunks(2)
+    cfg = DownloadConfig(bitfield_interval=1.0)
+    dl = Download(refs, (), "me", cfg, now=0.0, rng=random.Random(3))
+    assert bitfield_asks(dl.handle(PeerSeen(peer("a")), 0.0)) == ["a"]
+    assert bitfield_asks(dl.handle(PeerSeen(peer("a")), 0.1)) == []  # seen again: no new ask
+    assert bitfield_asks(dl.handle(PeerSeen(peer("seed")), 0.2)) == ["seed"]
+    dl.handle_all([BitfieldUpdate("a", Bitfield(2)), BitfieldUpdate("seed", Bitfield.full(2))], 0.3)
+    asked: list[str] = []
+    t = 0.3
+    while t < 5:
+        wake = dl.next_wakeup(t)
+        assert wake is not None
+        t = max(wake, t)
+        asked += bitfield_asks(dl.poll(t))
+    # about every second, and never the complete peer again
+    assert 3 <= asked.count("a") <= 6 and "seed" not in asked
+    while not dl.done:
+        for index, src in [(i, p) for i in range(2) for p in dl.requested_from(i)]:
+            arrive(dl, index, src, t)
+    assert dl.next_wakeup(t) is None
+    assert dl.poll(t + 10) == []
+    assert bitfield_asks(dl.handle(PeerSeen(peer("new")), t + 11)) == []
+
+
+def test_wrong_sized_bitfield_is_a_programming_error() -> None:
+    dl, _ = with_peers(4, {"a": range(4)})
+    with pytest.raises(ValueError, match="bitfield of 5 chunks"):
+        dl.handle(BitfieldUpdate("a", Bitfield(5)), 1.0)
+
+
+# --- origin -----------------------------------------------------------------------------------------
+
+
+def test_with_no_peers_every_chunk_goes_to_the_origin_at_once() -> None:
+    refs = chunks(10)
+    cfg = DownloadConfig(origin_max_inflight=4)
+    dl = Download(refs, [2], "lonely", cfg, now=0.0)
+    assert dl.next_wakeup(0.0) == 0.0
+    got = requests(dl.poll(0.0))
+    assert len(got) == 4 and all(src is None for _, src in got)
+    fetched = {i for i, _ in got}
+    now = 0.0
+    while not dl.done:
+        now += 1.0
+        index = next(i for i in range(10) if None in dl.requested_from(i))
+        more = requests(arrive(dl, index, None, now))
+        assert all(src is None for _, src in more)
+        fetched |= {i for i, _ in more}
+        assert dl.origin_inflight <= 4
+    assert fetched == set(range(10)) - {2}
+
+
+def test_designated_agent_pulls_at_once_others_wait() -> None:
+    refs = chunks(30)
+    swarm = 10
+    cfg = DownloadConfig(origin_pullers=1.5, origin_max_inflight=30, max_inflight=30)
+    me = "agent-7"
+    designated = {i for i, c in enumerate(refs) if origin_first(c.sha256, me, swarm, 1.5)}
+    assert designated, "pick another id"
+    dl = Download(refs, (), me, cfg, now=0.0)
+    # a peer that is not designated before us for any chunk
+    other = next(
+        f"p{n}"
+        for n in range(1000)
+        if all(
+            origin_rank(refs[i].sha256, f"p{n}", swarm, 1.5) > origin_rank(refs[i].sha256, me, swarm, 1.5)
+            for i in designated
+        )
+    )
+    # nothing goes to the origin before the peer has said what it holds ...
+    assert requests(dl.handle_all([SwarmSize(swarm), PeerSeen(peer(other))], 0.0)) == []
+    # ... then the designated chunks do, at once
+    actions = dl.handle(BitfieldUpdate(other, Bitfield(30)), 0.05)
+    assert {i for i, src in requests(actions) if src is None} == designated
+
+
+def test_origin_waits_for_the_bitfields_of_peers_just_seen_but_not_for_long() -> None:
+    refs = chunks(16)
+    dl = Download(refs, (), "late", DownloadConfig(bitfield_interval=1.0), now=0.0)
+    # the tracker's answer, fed one event at a time as an I/O layer might: no decision before the
+    # peers have said what they hold, even though "late" is designated for everything in a swarm of 2
+    assert requests(dl.handle(PeerSeen(peer("early")), 0.0)) == []
+    assert requests(dl.handle(PeerSeen(peer("mute")), 0.0)) == []
+    assert requests(dl.handle(SwarmSize(3), 0.0)) == []
+    # early holds half the chunks: those come from it; the others may go to the origin once mute has
+    # had a bitfield interval to answer (the ones "late" ranks first for among the three it knows)
+    actions = dl.handle(BitfieldUpdate("early", Bitfield(16, range(8))), 0.05)
+    assert [src for _, src in requests(actions)] == ["early"]
+    assert dl.next_wakeup(0.05) == pytest.approx(1.0)
+    assert requests(dl.poll(0.99)) == []
+    first = {
+        i
+        for i in range(8, 16)
+        if min(["late", "early", "mute"], key=lambda p: origin_rank(refs[i].sha256, p, 3, 1.5)) == "late"
+    }
+    assert first, "pick other names"
+    assert sorted(requests(dl.poll(1.0))) == [(i, None) for i in sorted(first)]
+
+
+def test_peers_given_to_the_constructor_are_asked_at_the_first_poll() -> None:
+    refs = chunks(4)
+    dl = Download(refs, (), "me", now=5.0, peers=[peer("a"), peer("b"), peer("me")], swarm_size=3)
+    assert dl.peers.active_count == 2 and dl.swarm_estimate == 3
+    assert dl.next_wakeup(5.0) == 5.0
+    actions = dl.poll(5.0)
+    assert sorted(bitfield_asks(actions)) == ["a", "b"]
+    assert requests(actions) == []
+
+
+def test_designated_agent_defers_to_a_known_lower_peer() -> None:
+    refs = chunks(1)
+    sha = refs[0].sha256
+    swarm = 3
+    ids = sorted((f"x{n}" for n in range(200)), key=lambda p: origin_rank(sha, p, swarm, 1.5))
+    low, me = ids[0], ids[1]
+    assert origin_first(sha, me, swarm, 1.5)
+    cfg = DownloadConfig(origin_fallback_delay=10.0)
+    dl = Download(refs, (), me, cfg, now=0.0)
+    actions = dl.handle_all([SwarmSize(swarm), PeerSeen(peer(low))], 0.0)
+    assert requests(actions) == []
+    assert dl.next_wakeup(0.0) == pytest.approx(1.0)  # the bitfield round comes first
+    assert requests(dl.poll(9.9)) == []
+    assert requests(dl.poll(10.0)) == [(0, None)]
+
+
+def test_an_agent_that_knows_the_whole_swarm_pulls_only_the_chunks_it_ranks_first_for() -> None:
+    refs = chunks(40)
+    ids = ["n0", "n1", "n2", "n3"]
+    # k is tiny: nobody is under the threshold, yet every chunk has exactly one puller at once
+    cfg = DownloadConfig(origin_pullers=0.01, origin_max_inflight=40, max_inflight=40)
+    pulls: Counter[int] = Counter()
+    for me in ids:
+        dl = Download(refs, (), me, cfg, now=0.0)
+        others = [p for p in ids if p != me]
+        events: list[Event] = [SwarmSize(len(ids)), *(PeerSeen(peer(p)) for p in others)]
+        events += [BitfieldUpdate(p, Bitfield(40)) for p in others]
+        got = requests(dl.handle_all(events, 0.0))
+        assert all(src is None for _, src in got)
+        pulls.update(i for i, _ in got)
+        for i, _ in got:
+            assert min(ids, key=lambda p: origin_rank(refs[i].sha256, p, 4, 0.01)) == me
+    assert pulls == Counter(range(40))
+
+
+def test_non_designated_agent_falls_back_after_the_delay() -> None:
+    refs = chunks(1)
+    sha = refs[0].sha256
+    swarm, k, delay = 10, 1.5, 10.0
+    me = next(f"m{n}" for n in range(1000) if 1.0 <= origin_rank(sha, f"m{n}", swarm, k) < 2.0)
+    expected = fallback_wait(origin_rank(sha, me, swarm, k), delay)
+    assert delay <= expected < 2 * delay
+    dl = Download(refs, (), me, DownloadConfig(origin_fallback_delay=delay), now=100.0)
+    dl.handle_all([SwarmSize(swarm), PeerSeen(peer("a")), PeerSeen(peer("b"))], 100.0)
+    dl.handle_all([BitfieldUpdate("a", Bitfield(1)), BitfieldUpdate("b", Bitfield(1))], 100.1)
+    t = 100.1
+    while True:
+        wake = dl.next_wakeup(t)
+        assert wake is not None
+        t = wake
+        got = requests(dl.poll(t))
+        if got:
+            break
+        assert t < 100.0 + expected + 1e-9
+    assert got == [(0, None)]
+    assert t == pytest.approx(100.0 + expected)
+
+
+def test_fallback_clock_restarts_when_the_only_holder_leaves() -> None:
+    refs = chunks(2)
+    swarm, delay = 10, 10.0
+    me = next(
+        f"m{n}"
+        for n in range(1000)
+        if all(1.0 <= origin_rank(c.sha256, f"m{n}", swarm, 1.5) < 2.0 for c in refs)
+    )
+    waits = [fallback_wait(origin_rank(c.sha256, me, swarm, 1.5), delay) for c in refs]
+    cfg = DownloadConfig(origin_fallback_delay=delay, per_peer_inflight=1, max_inflight=1)
+    dl = Download(refs, (), me, cfg, now=0.0)
+    dl.handle_all([SwarmSize(swarm), PeerSeen(peer("holder")), PeerSeen(peer("idle"))], 0.0)
+    dl.handle_all([BitfieldUpdate("holder", Bitfield(2, [0, 1])), BitfieldUpdate("idle", Bitfield(2))], 0.1)
+    assert [src for i in range(2) for src in dl.requested_from(i)] == ["holder"]
+    # the holder goes away at t=50: both chunks are unseen from then on
+    dl.handle(PeerGone("holder"), 50.0)
+    assert requests(dl.poll(50.0 + min(waits) - 0.01)) == []
+    t = 50.0
+    got: list[tuple[int, str | None]] = []
+    while not got:
+        wake = dl.next_wakeup(t)
+        assert wake is not None
+        t = wake
+        got = requests(dl.poll(t))
+    assert got[0][1] is None
+    assert t == pytest.approx(50.0 + waits[got[0][0]])
+
+
+def test_origin_failures_back_off() -> None:
+    dl = Download(chunks(1), (), "lonely", now=0.0)
+    assert requests(dl.poll(0.0)) == [(0, None)]
+    assert requests(dl.handle(ChunkFailed(0, None, "error"), 1.0)) == []
+    assert requests(dl.poll(1.5)) == []
+    wake = dl.next_wakeup(1.5)
+    assert wake == pytest.approx(2.0)
+    assert requests(dl.poll(2.0)) == [(0, None)]
+    dl.handle(ChunkFailed(0, None, "busy", retry_after=7.0), 3.0)
+    assert requests(dl.poll(9.9)) == []
+    assert requests(dl.poll(10.0)) == [(0, None)]
+
+
+def test_done_stops_all_requests() -> None:
+    dl, _ = with_peers(3, {"a": range(3)}, DownloadConfig(per_peer_inflight=4))
+    now = 1.0
+    while not dl.done:
+        for index, src in [(i, p) for i in range(3) for p in dl.requested_from(i)]:
+            arrive(dl, index, src, now)
+        dl.poll(now)
+        now += 1
+    assert dl.next_wakeup(now) is None
+    after: list[Action] = []
+    after += dl.poll(now + 100)
+    after += dl.handle(PeerSeen(peer("z")), now)
+    after += dl.handle(BitfieldUpdate("a", Bitfield.full(3)), now)
+    after += dl.handle(SwarmSize(5), now)
+    after += dl.handle(PeerGone("a"), now)
+    assert after == []
+    assert dl.have.complete
+
+
+def test_local_chunks_and_duplicate_digests_count_as_held() -> None:
+    refs = chunks(3)
+    refs.append(refs[0])  # chunk 3 has the same bytes as chunk 0
+    dl = Download(refs, [1], "lonely", now=0.0)
+    got = requests(dl.poll(0.0))
+    assert 1 not in {i for i, _ in got}
+    actions = arrive(dl, 0, None, 1.0)
+    assert 0 in dl.have and 3 in dl.have
+    assert (3, None) in cancels(actions) or 3 not in {i for i, _ in got}
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="per_peer_inflight"):
+        DownloadConfig(per_peer_inflight=0)
+    with pytest.raises(ValueError, match="origin_pullers"):
+        DownloadConfig(origin_pullers=0)
+
+
+# --- invariants under random traffic ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_invariants_hold_under_random_answers(seed: int) -> None:
+    rng = random.Random(seed)
+    n = 24
+    refs = chunks(n)
+    cfg = DownloadConfig(per_peer_inflight=3, max_inflight=8, origin_max_inflight=2, endgame_duplicates=2)
+    dl = Download(refs, rng.sample(range(n), 3), "me", cfg, now=0.0, rng=random.Random(seed))
+    names = [f"p{i}" for i in range(6)]
+    holdings = {p: Bitfield(n, rng.sample(range(n), rng.randrange(n))) for p in names}
+    evil = names[0]
+    inflight: set[tuple[int, str | None]] = set()
+    banned: set[str] = set()
+    now = 0.0
+
+    def run(actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, RequestChunk):
+                key = (a.index, a.peer_id)
+                assert key not in inflight, "asked the same source twice at once"
+                assert a.index not in dl.have
+                assert a.peer_id not in banned
+                inflight.add(key)
+            elif isinstance(a, CancelChunk):
+                inflight.discard((a.index, a.peer_id))
+            elif isinstance(a, BanPeer):
+                assert a.peer_id not in banned
+                banned.add(a.peer_id)
+        per_peer = Counter(p for _, p in inflight)
+        assert len(inflight) == dl.inflight <= cfg.max_inflight
+        assert per_peer.get(None, 0) == dl.origin_inflight <= cfg.origin_max_inflight
+        assert all(c <= cfg.per_peer_inflight for p, c in per_peer.items() if p is not None)
+
+    run(dl.handle_all([SwarmSize(8), *(PeerSeen(peer(p)) for p in names)], now))
+    for _ in range(3000):
+        if dl.done:
+            break
+        now += rng.uniform(0.0, 0.5)
+        roll = rng.random()
+        if inflight and roll < 0.6:
+            index, src = rng.choice(sorted(inflight, key=str))
+            inflight.discard((index, src))
+            if src == evil:
+                run(dl.handle(ChunkFailed(index, src, "corrupt"), now))
+            elif rng.random() < 0.7:
+                run(dl.handle(ChunkArrived(index, src, MIB, rng.uniform(0.01, 2)), now))
+            else:
+                kind = rng.choice(["missing", "busy", "timeout", "error"])
+                retry = rng.choice([None, 0.5, 2.0]) if kind == "busy" else None
+                run(dl.handle(ChunkFailed(index, src, kind, retry), now))  # type: ignore[arg-type]
+        elif roll < 0.8:
+            p = rng.choice(names)
+            for i in rng.sample(range(n), 2):
+                holdings[p].add(i)
+            run(dl.handle(BitfieldUpdate(p, holdings[p]), now))
+        elif roll < 0.85:
+            run(dl.handle(PeerGone(rng.choice(names)), now))
+            inflight = {(i, s) for (i, s) in inflight if s is None or dl.peers.is_live(s)}
+        elif roll < 0.9:
+            run(dl.handle(PeerSeen(peer(rng.choice(names))), now))
+        else:
+            run(dl.poll(now))
+    assert dl.done, f"stuck with {dl.missing_count} missing"
+    assert banned <= {evil}
+    assert dl.next_wakeup(now) is None
