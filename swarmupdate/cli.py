@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +264,7 @@ def cmd_tracker_serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         async with anyio.create_task_group() as tg:
-            bound = await tg.start(run_tracker, host, port)
+            bound = await tg.start(partial(run_tracker, host, port, interval=args.interval))
             print(f"tracker serving on http://{host}:{bound}/", flush=True)
             await _until_signal(tg)
 
@@ -466,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp = leaf(tracker, "serve", cmd_tracker_serve, "serve the announce API", json_flag=False)
     sp.add_argument("--listen", type=_host_port, default=("127.0.0.1", 7070), metavar="HOST:PORT")
+    sp.add_argument("--interval", type=float, default=30.0, help="announce interval handed to agents (s)")
 
     sp = leaf(
         sub,

@@ -160,7 +160,7 @@ class Fleet:
         return self.origin
 
     def start_tracker(self) -> Proc:
-        t = Proc(f"tracker{len(self.trackers)}", cli("tracker", "serve", "--listen", "127.0.0.1:0"),
+        t = Proc(f"tracker{len(self.trackers)}", cli("tracker", "serve", "--listen", "127.0.0.1:0", "--interval", "3"),
                  self.base / f"logs/tracker{len(self.trackers)}.log")
         t.start("http://")
         self.trackers.append(t)

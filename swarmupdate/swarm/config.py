@@ -26,6 +26,11 @@ class DownloadConfig:
     bitfield_interval: float = 1.0
     #: copies of each last chunk in flight during the endgame (original included)
     endgame_duplicates: int = 2
+    #: a request is duplicated in the endgame only once it has been in flight this many times the
+    #: typical chunk time (at least ``endgame_min_wait`` s): on a fast swarm, where the "endgame"
+    #: starts early in a small release, duplicating everything would double the traffic for nothing
+    endgame_patience: float = 2.0
+    endgame_min_wait: float = 0.5
     #: wait after a 429 without Retry-After, and after a timeout or error
     busy_backoff: float = 1.0
     #: this agent's site: peers of the same site are preferred among equally good ones

@@ -135,6 +135,8 @@ class Download:
         self._inflight_mask = 0
         self._inflight = 0
         self._origin_inflight = 0
+        #: moving average of the time one chunk takes to arrive (0 until the first arrives)
+        self._chunk_time = 0.0
         self._origin_backoff_until = -math.inf
         self._origin_failures = 0
         # How many requests to peers may be in flight. When the swarm's upload slots are full (429s),
@@ -287,6 +289,10 @@ class Download:
         index, source = event.index, event.peer_id
         self._check_index(index)
         if self._forget(index, source) is not None:
+            # typical time of one chunk, for the endgame's patience
+            self._chunk_time = (
+                0.8 * self._chunk_time + 0.2 * event.seconds if self._chunk_time else event.seconds
+            )
             if source is None:
                 self._origin_failures = 0
             else:
@@ -484,11 +490,16 @@ class Download:
     def _schedule_endgame(self, now: float, free: int, wake: float, actions: list[Action]) -> float:
         """Every missing chunk is in flight: ask other peers for the least-covered ones too."""
         cfg = self._config
-        candidates = [
-            (len(srcs), min(srcs.values()), i)
-            for i, srcs in self._requests.items()
-            if len(srcs) < cfg.endgame_duplicates and self._missing & self._codec.bit[i]
-        ]
+        patience = max(cfg.endgame_min_wait, cfg.endgame_patience * self._chunk_time)
+        candidates = []
+        for i, srcs in self._requests.items():
+            if len(srcs) >= cfg.endgame_duplicates or not self._missing & self._codec.bit[i]:
+                continue
+            since = min(srcs.values())
+            if now - since < patience:
+                wake = min(wake, since + patience)  # not slow yet: look again when it would be
+                continue
+            candidates.append((len(srcs), since, i))
         if not candidates:
             return wake
         need = 0

@@ -176,8 +176,24 @@ def test_same_site_wins_among_peers_of_similar_speed() -> None:
 # --- endgame ----------------------------------------------------------------------------------------
 
 
+#: duplicate endgame requests at once (the mechanism under test), not only once they are slow
+IMPATIENT = {"endgame_patience": 0.0, "endgame_min_wait": 0.0}
+
+
+def test_endgame_waits_until_a_request_is_slow() -> None:
+    cfg = DownloadConfig(per_peer_inflight=4, max_inflight=8, endgame_duplicates=2, endgame_min_wait=0.5)
+    dl, first = with_peers(2, {"a": [0, 1], "b": [0, 1], "c": [0, 1]}, cfg)
+    # both chunks are in flight, but not for long: no duplicate yet, and a wake-up when they would be slow
+    assert len(requests(first)) == 2
+    assert requests(dl.poll(0.1)) == []
+    wake = dl.next_wakeup(0.1)
+    assert wake is not None and wake <= 0.5 + 1e-9
+    # past the patience, the slow requests get a second copy from the idle peer
+    assert len(requests(dl.poll(0.6))) == 1
+
+
 def test_endgame_duplicates_last_chunks_and_cancels_the_slower_copy() -> None:
-    cfg = DownloadConfig(per_peer_inflight=4, max_inflight=8, endgame_duplicates=2)
+    cfg = DownloadConfig(per_peer_inflight=4, max_inflight=8, endgame_duplicates=2, **IMPATIENT)
     dl, first = with_peers(2, {"a": [0, 1], "b": [0, 1], "c": [0, 1]}, cfg)
     # two chunks, three unproven peers with one slot each: both chunks go out, then the endgame
     # (every missing chunk in flight) sends the third request as a second copy
@@ -204,7 +220,7 @@ def test_endgame_duplicates_last_chunks_and_cancels_the_slower_copy() -> None:
 
 
 def test_endgame_respects_the_duplicate_limit() -> None:
-    cfg = DownloadConfig(per_peer_inflight=4, max_inflight=16, endgame_duplicates=3)
+    cfg = DownloadConfig(per_peer_inflight=4, max_inflight=16, endgame_duplicates=3, **IMPATIENT)
     dl, first = with_peers(1, {p: [0] for p in "abcdef"}, cfg)
     assert len(requests(first)) == 3
     assert requests(dl.poll(1.0)) == []
