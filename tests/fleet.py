@@ -49,7 +49,11 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def metric(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return sum(v for (n, lab), v in samples.items() if n == name and all(dict(lab).get(k) == x for k, x in labels.items()))
+    return sum(
+        v
+        for (n, lab), v in samples.items()
+        if n == name and all(dict(lab).get(k) == x for k, x in labels.items())
+    )
 
 
 @dataclass
@@ -64,7 +68,11 @@ class Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log_file:
             self.popen = subprocess.Popen(
-                self.cmd, stdout=subprocess.PIPE, stderr=log_file, text=True, env={**os.environ, **(env or {})}
+                self.cmd,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                text=True,
+                env={**os.environ, **(env or {})},
             )
         assert self.popen.stdout is not None
         line = self.popen.stdout.readline()
@@ -160,14 +168,24 @@ class Fleet:
         return self.origin
 
     def start_tracker(self) -> Proc:
-        t = Proc(f"tracker{len(self.trackers)}", cli("tracker", "serve", "--listen", "127.0.0.1:0", "--interval", "3"),
-                 self.base / f"logs/tracker{len(self.trackers)}.log")
+        t = Proc(
+            f"tracker{len(self.trackers)}",
+            cli("tracker", "serve", "--listen", "127.0.0.1:0", "--interval", "3"),
+            self.base / f"logs/tracker{len(self.trackers)}.log",
+        )
         t.start("http://")
         self.trackers.append(t)
         return t
 
-    def write_agent(self, i: int, *, trackers: list[str] | None = None, static_peers: list[str] | None = None,
-                    origin_url: str | None = None, extra: str = "") -> Agent:
+    def write_agent(
+        self,
+        i: int,
+        *,
+        trackers: list[str] | None = None,
+        static_peers: list[str] | None = None,
+        origin_url: str | None = None,
+        extra: str = "",
+    ) -> Agent:
         d = self.base / f"agent{i}"
         d.mkdir(parents=True, exist_ok=True)
         assert self.origin is not None or origin_url
@@ -194,8 +212,13 @@ class Fleet:
             f'install_dir = "{d / "install"}"\n'
             "keep_releases = 2\n"
         )
-        agent = Agent(f"agent{i}", cli("agent", "run", "--config", str(cfg)), self.base / f"logs/agent{i}.log",
-                      dir=d, config=cfg)
+        agent = Agent(
+            f"agent{i}",
+            cli("agent", "run", "--config", str(cfg)),
+            self.base / f"logs/agent{i}.log",
+            dir=d,
+            config=cfg,
+        )
         return agent
 
     def start_agents(self, n: int, **kw: Any) -> list[Agent]:

@@ -127,7 +127,9 @@ def test_malformed_requests(peer: tuple[str, PeerServer, str]) -> None:
     assert _raw(url, b"\x00\x01\x02 garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
     big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 50_000 + b"\r\n\r\n"
     assert _raw(url, big).split(b" ")[1] in (b"431", b"400")
-    assert _raw(url, b"POST /v1/chunks/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").split(b" ")[1] in (
+    assert _raw(url, b"POST /v1/chunks/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").split(b" ")[
+        1
+    ] in (
         b"405",
         b"413",
     )

@@ -40,7 +40,7 @@ def _slow_install_script(tmp: Path) -> Path:
 
 @pytest.mark.parametrize("phase", ["install", "health"])
 def test_kill_9_during_install_leaves_old_or_new(fleet: Fleet, tmp_path: Path, phase: str) -> None:
-    rel1, data1 = fleet.publish("1.0", 3 * MB, seed=1)
+    rel1, _ = fleet.publish("1.0", 3 * MB, seed=1)
     fleet.start_origin()
     marker_dir = tmp_path / "agent0" / "install"
     if phase == "install":
@@ -50,8 +50,8 @@ def test_kill_9_during_install_leaves_old_or_new(fleet: Fleet, tmp_path: Path, p
         health = tmp_path / "health.sh"
         health.write_text(
             '#!/bin/sh\ntouch "$SWARMUPDATE_RELEASE_DIR/../../installing-$SWARMUPDATE_VERSION"\n'
-            'if [ "$SWARMUPDATE_VERSION" != "1.0" ] && [ ! -e "$SWARMUPDATE_RELEASE_DIR/../../let-pass" ]; then '
-            "sleep 30; fi\n"
+            'if [ "$SWARMUPDATE_VERSION" != "1.0" ] && '
+            '[ ! -e "$SWARMUPDATE_RELEASE_DIR/../../let-pass" ]; then sleep 30; fi\n'
         )
         health.chmod(0o755)
         extra_app = f'health_command = ["{health}"]\n'
@@ -71,7 +71,7 @@ def test_kill_9_during_install_leaves_old_or_new(fleet: Fleet, tmp_path: Path, p
     # restart: the agent recovers and finishes the update
     if phase == "install":
         _slow_install_script(tmp_path).write_text(
-            "#!/bin/sh\ncp \"$SWARMUPDATE_ARTIFACT\" \"$SWARMUPDATE_RELEASE_DIR/app.bin\"\n"
+            '#!/bin/sh\ncp "$SWARMUPDATE_ARTIFACT" "$SWARMUPDATE_RELEASE_DIR/app.bin"\n'
         )
     else:
         (marker_dir / "let-pass").touch()
@@ -90,7 +90,7 @@ def test_disk_full_while_storing_then_resumes(fleet: Fleet, tmp_path: Path) -> N
     store.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(store)], check=True)
     try:
-        rel, data = fleet.publish("1.0", 8 * MB)
+        rel, _ = fleet.publish("1.0", 8 * MB)
         fleet.start_origin()
         agent = fleet.write_agent(0)
         agent.start("serving peers")

@@ -61,21 +61,31 @@ class Adversary:
                 path = head.split(b" ", 2)[1].decode()
                 if path.endswith("/bitfield"):
                     body = Bitfield.full(self.n).encode()
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+                        + body
+                    )
                 elif path.endswith("/peers"):
                     body = b"[]"
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n" + body)
                 elif path == "/healthz":
                     body = json.dumps({"status": "ok", "peer_id": self.peer_id}).encode()
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+                        + body
+                    )
                 elif path.startswith("/v1/chunks/"):
                     self.served += 1
                     length = self.lengths.get(path.rsplit("/", 1)[1], 1024)
                     if self.mode == "corrupt":
-                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % length)
+                        conn.sendall(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % length
+                        )
                         conn.sendall(os.urandom(length))
                     elif self.mode == "truncated":
-                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % length)
+                        conn.sendall(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % length
+                        )
                         conn.sendall(os.urandom(length // 2))
                     else:  # endless: no length, bytes until the client gives up (bounded here too)
                         conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
@@ -88,8 +98,15 @@ class Adversary:
                 return
 
     def announce(self, tracker: str, swarm: str) -> None:
-        body = {"swarm": swarm, "peer_id": self.peer_id, "url": self.url, "site": "site-0", "complete": True,
-                "left": 0, "event": "completed"}
+        body = {
+            "swarm": swarm,
+            "peer_id": self.peer_id,
+            "url": self.url,
+            "site": "site-0",
+            "complete": True,
+            "left": 0,
+            "event": "completed",
+        }
         httpx.post(f"{tracker}/v1/announce", json=body, timeout=5).raise_for_status()
 
     def close(self) -> None:
@@ -133,8 +150,11 @@ def test_corrupt_truncated_and_endless_peers_are_banned(fleet: Fleet) -> None:
         assert failures >= 3, failures
         assert banned >= 3, banned
         # the status of every agent that met an adversary lists it as banned
-        wait_for(lambda: sum(s["banned"] for a in fleet.agents for s in a.status()["swarms"]) >= 3, 10,
-                 "status files to show the bans")
+        wait_for(
+            lambda: sum(s["banned"] for a in fleet.agents for s in a.status()["swarms"]) >= 3,
+            10,
+            "status files to show the bans",
+        )
     finally:
         for adv in adversaries:
             adv.close()

@@ -26,7 +26,10 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 
 def _bytes_by_source(agent_metrics: dict) -> dict[str, float]:  # type: ignore[type-arg]
-    return {s: metric(agent_metrics, "swarmupdate_download_bytes_total", source=s) for s in ("peer", "origin", "local")}
+    return {
+        s: metric(agent_metrics, "swarmupdate_download_bytes_total", source=s)
+        for s in ("peer", "origin", "local")
+    }
 
 
 def test_ten_agents_one_release(fleet: Fleet) -> None:
@@ -36,7 +39,9 @@ def test_ten_agents_one_release(fleet: Fleet) -> None:
     fleet.start_tracker()
     # a running fleet, then a release: agents discover it at their next poll (2 s, with jitter)
     fleet.start_agents(10)
-    wait_for(lambda: all(a.status().get("fleet_size", 0) >= 10 for a in fleet.agents), 30, "the fleet to form")
+    wait_for(
+        lambda: all(a.status().get("fleet_size", 0) >= 10 for a in fleet.agents), 30, "the fleet to form"
+    )
     rel, data = fleet.publish("1.0", size)
     fleet.wait_installed("1.0", timeout=120)
     for a in fleet.agents:
@@ -95,8 +100,11 @@ def test_origin_killed_after_first_completes(fleet: Fleet) -> None:
     others = fleet.start_agents(5)
     fleet.wait_installed("1.0", others, timeout=90)
     for a in others:
-        wait_for(lambda a=a: a.status().get("metadata_from_peers", 0) > 0, 10,  # type: ignore[misc]
-                 f"{a.name}'s status to show TUF metadata from peers")
+        wait_for(
+            lambda a=a: a.status().get("metadata_from_peers", 0) > 0,
+            10,  # type: ignore[misc]
+            f"{a.name}'s status to show TUF metadata from peers",
+        )
         assert sha256(a.installed_bytes()) == sha256(fleet.agents[0].installed_bytes())
 
 
@@ -108,8 +116,11 @@ def test_trackers_killed_mid_download(fleet: Fleet) -> None:
     fleet.start_tracker()
     fleet.start_agents(6)
     # once every agent has found a peer, kill both trackers
-    wait_for(lambda: all(any(s["peers"] for s in a.status().get("swarms", [])) for a in fleet.agents), 30,
-             "every agent to know a peer")
+    wait_for(
+        lambda: all(any(s["peers"] for s in a.status().get("swarms", [])) for a in fleet.agents),
+        30,
+        "every agent to know a peer",
+    )
     for t in fleet.trackers:
         t.kill()
     fleet.wait_installed("1.0", timeout=120)
@@ -122,8 +133,11 @@ def test_third_of_agents_killed_then_restarted_resume(fleet: Fleet) -> None:
     fleet.start_tracker()
     fleet.start_agents(6)
     victims = fleet.agents[:2]
-    wait_for(lambda: all(0 < sum(s["have"] for s in v.status().get("swarms", [])) for v in victims), 60,
-             "victims to hold some chunks")
+    wait_for(
+        lambda: all(sum(s["have"] for s in v.status().get("swarms", [])) > 0 for v in victims),
+        60,
+        "victims to hold some chunks",
+    )
     held = {}
     for v in victims:
         v.kill()
@@ -152,16 +166,28 @@ def test_agent_status_command(fleet: Fleet) -> None:
     fleet.start_agents(1)
     fleet.wait_installed("1.0")
     agent = fleet.agents[0]
-    wait_for(lambda: any(s.get("complete") for s in agent.status().get("swarms", [])), 10, "status to catch up")
-    out = subprocess.run([*__import__("tests.fleet", fromlist=["cli"]).cli("agent", "status", "--config",
-                                                                          str(agent.config), "--json")],
-                         capture_output=True, text=True, timeout=30)
+    wait_for(
+        lambda: any(s.get("complete") for s in agent.status().get("swarms", [])), 10, "status to catch up"
+    )
+    out = subprocess.run(
+        [
+            *__import__("tests.fleet", fromlist=["cli"]).cli(
+                "agent", "status", "--config", str(agent.config), "--json"
+            )
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["apps"]["web"]["current"] == "1.0"
     assert doc["bytes"]["origin"] == 2 * MB
     assert doc["running"] is True
-    text = subprocess.run([*__import__("tests.fleet", fromlist=["cli"]).cli("agent", "status", "--config",
-                                                                           str(agent.config))],
-                          capture_output=True, text=True, timeout=30)
+    text = subprocess.run(
+        [*__import__("tests.fleet", fromlist=["cli"]).cli("agent", "status", "--config", str(agent.config))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "installed 1.0" in text.stdout and "seeding" in text.stdout
