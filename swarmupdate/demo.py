@@ -204,7 +204,7 @@ def run_demo(size_mb: int = 64, workdir: Path | None = None, keep: bool = False,
     with _workdir(workdir, keep) as base:
         fleet = _Fleet(base)
         try:
-            return _run(console, base, fleet, size_mb, agents)
+            return _run(console, base, fleet, size_mb, agents, keep or workdir is not None)
         except SwarmUpdateError as exc:
             console.print(f"[red]demo failed: {exc}[/]")
             return 1
@@ -215,7 +215,7 @@ def run_demo(size_mb: int = 64, workdir: Path | None = None, keep: bool = False,
             fleet.stop_all()
 
 
-def _run(console: Console, base: Path, fleet: _Fleet, size_mb: int, n_agents: int) -> int:
+def _run(console: Console, base: Path, fleet: _Fleet, size_mb: int, n_agents: int, keep: bool) -> int:
     console.rule("[bold]swarmupdate demo")
     console.print(f"work directory: {base}")
     repo_dir = base / "repo"
@@ -280,7 +280,8 @@ def _run(console: Console, base: Path, fleet: _Fleet, size_mb: int, n_agents: in
         f"(the artifact is {rel2.length / 1e6:.1f} MB; only changed chunks travelled, the rest came from "
         "each agent's local store)"
     )
-    console.print(f"logs and state: {base}" if base.exists() else "")
+    if keep:
+        console.print(f"logs and state kept in {base}")
     return 0
 
 

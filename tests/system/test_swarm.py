@@ -191,3 +191,38 @@ def test_agent_status_command(fleet: Fleet) -> None:
         timeout=30,
     )
     assert "installed 1.0" in text.stdout and "seeding" in text.stdout
+
+
+def test_static_peers_without_tracker(fleet: Fleet) -> None:
+    """No tracker at all: agents configured with each other as static peers still swarm."""
+    size = 8 * MB
+    rel, _ = fleet.publish("1.0", size)
+    fleet.start_origin(extra=("--max-rate", "4MB/s"))
+    seed = fleet.start_agents(1, trackers=[])[0]
+    fleet.wait_installed("1.0", [seed])
+    others = fleet.start_agents(3, trackers=[], static_peers=[seed.peer_url])
+    fleet.wait_installed("1.0", others, timeout=60)
+    peer_bytes = sum(_bytes_by_source(scrape(a.metrics_url))["peer"] for a in others)
+    assert peer_bytes >= 2 * size, peer_bytes  # most of it came from the seed, not the slow origin
+    for a in others:
+        assert sha256(a.installed_bytes()) == rel.sha256
+
+
+def test_upload_rate_limit_holds(fleet: Fleet) -> None:
+    """A seed limited to 1 MB/s of uploads takes at least the time the limit implies."""
+    import time
+
+    size = 4 * MB
+    fleet.publish("1.0", size)
+    fleet.start_origin()
+    seed = fleet.start_agents(1, trackers=[], extra='upload_limit = "1MB/s"\n')[0]
+    fleet.wait_installed("1.0", [seed], timeout=60)
+    fleet.origin.kill()  # type: ignore[union-attr]  # no way round the seed's limit
+    started = time.monotonic()
+    leecher = fleet.start_agents(1, trackers=[], static_peers=[seed.peer_url])[0]
+    fleet.wait_installed("1.0", [leecher], timeout=60)
+    elapsed = time.monotonic() - started
+    uploaded = metric(scrape(seed.metrics_url), "swarmupdate_upload_bytes_total")
+    assert uploaded >= size * 0.9
+    # 4 MiB through a 1 MB/s bucket (with its burst of 1 MiB) cannot take less than ~3 s
+    assert elapsed >= 3.0, elapsed
