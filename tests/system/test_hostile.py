@@ -11,8 +11,6 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -113,15 +111,6 @@ class Adversary:
         self.stop.set()
         self.thread.join(timeout=2)
         self.sock.close()
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
-    try:
-        yield f
-    finally:
-        f.close()
 
 
 def test_corrupt_truncated_and_endless_peers_are_banned(fleet: Fleet) -> None:

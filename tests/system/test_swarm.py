@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +12,6 @@ from tests.fleet import Fleet, metric, scrape, sha256, wait_for
 pytestmark = pytest.mark.slow
 
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
-    try:
-        yield f
-    finally:
-        f.close()
 
 
 def _bytes_by_source(agent_metrics: dict) -> dict[str, float]:  # type: ignore[type-arg]
