@@ -266,7 +266,7 @@ class Agent:
             self.last_refresh_error = ""
             if release is None:
                 continue
-            current = app.installer.current()
+            current = _current(app)
             if current is not None:
                 self.metrics.release_info.labels(app.name, current).set(1)
             if release.swarm_id in self.swarms:
@@ -340,6 +340,10 @@ class Agent:
         except (RemoteDataError, StoreError) as exc:
             bound.error("assemble_failed", error=str(exc))
             self.metrics.install.labels(app.name, "failed").inc()
+            # leave the swarm: the next poll starts it afresh from what the store still holds
+            if self.swarms.get(rel.swarm_id) is rt:
+                del self.swarms[rel.swarm_id]
+            rt.scope.cancel()
             return
         try:
             result = await anyio.to_thread.run_sync(app.installer.install, rel.version, artifact, rel.sha256)
@@ -382,6 +386,9 @@ class Agent:
         except OSError as exc:
             out.unlink(missing_ok=True)
             raise StoreError(f"{out}: {exc.strerror or exc}") from exc
+        except KeyError as exc:  # a chunk evicted under us: the next poll downloads it again
+            out.unlink(missing_ok=True)
+            raise StoreError(f"{rel.target_path}: chunk {exc} left the store before assembly") from exc
         if whole.hexdigest() != rel.sha256:
             out.unlink(missing_ok=True)
             raise RemoteDataError(f"{rel.target_path}: assembled artifact does not match the signed sha256")
@@ -480,7 +487,7 @@ class Agent:
         for name, app in self.apps.items():
             apps[name] = {
                 "channel": app.channel,
-                "current": app.installer.current(),
+                "current": _current(app),
                 "failed": sorted(app.failed),
             }
         swarms = []
@@ -542,6 +549,15 @@ class Agent:
         while True:
             sdnotify.watchdog()
             await anyio.sleep(interval / 2)
+
+
+def _current(app: _AppState) -> str | None:
+    """The installed version, or None when ``current`` is missing or not ours (logged)."""
+    try:
+        return app.installer.current()
+    except StoreError as exc:
+        log.error("install_dir_unusable", app=app.name, error=str(exc))
+        return None
 
 
 def _advertise_host(listen_host: str) -> str:
