@@ -5,9 +5,35 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_CHUNKER", "ChunkRef", "ChunkerParams", "PeerInfo", "ReleaseRef", "is_sha256_hex"]
+__all__ = [
+    "CHANNEL_RE",
+    "DEFAULT_CHUNKER",
+    "TOP_LEVEL_ROLES",
+    "ChunkRef",
+    "ChunkerParams",
+    "PeerInfo",
+    "ReleaseRef",
+    "is_app_name",
+    "is_channel",
+    "is_sha256_hex",
+]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+#: channel names (a pattern, for validators that take one)
+CHANNEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+#: TUF's top-level roles: no application may take one of these names
+TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")
+
+
+def is_app_name(name: str) -> bool:
+    """1-63 lowercase letters, digits, ``-`` or ``_``, and not a top-level role (it names a TUF role)."""
+    return _APP_NAME.fullmatch(name) is not None and name not in TOP_LEVEL_ROLES
+
+
+def is_channel(name: str) -> bool:
+    """1-63 lowercase letters, digits and ``. _ -``."""
+    return CHANNEL_RE.fullmatch(name) is not None
 
 
 def is_sha256_hex(value: object) -> bool:

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from swarmupdate.errors import ConfigError
+from swarmupdate.model import CHANNEL_RE, TOP_LEVEL_ROLES, is_app_name
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -325,11 +326,6 @@ _SIOCGIFADDR = 0x8915
 _NODE_ID = re.compile(r"([A-Za-z0-9][A-Za-z0-9._:-]{0,127})?")
 _NODE_ID_HINT = "1-128 letters, digits and . _ : -"
 _SITE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._:/-]{0,127})?")
-# The publisher's rules for app and channel names (publisher/repository.py, publisher/release.py),
-# repeated so that the agent does not depend on the publisher; a unit test keeps them in step.
-_APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")
-_CHANNEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _HOSTNAME = re.compile(
     r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
@@ -509,15 +505,15 @@ def _apps(t: _Table) -> tuple[AppConfig, ...]:
             raise t.error(f"app[{i}]", f"expected a table ([[app]]), got {_type_name(doc)}")
         a = _Table(doc, f"app[{i}].", t.source, _APP_KEYS)
         name = a.text("name")
-        if not _APP_NAME.fullmatch(name) or name in _TOP_LEVEL_ROLES:
+        if not is_app_name(name):
             raise a.error(
                 "name",
                 f"{name!r} is not an app name: use 1-63 lowercase letters, digits, - or _, "
-                f"not one of {', '.join(_TOP_LEVEL_ROLES)}",
+                f"not one of {', '.join(TOP_LEVEL_ROLES)}",
             )
         app = AppConfig(
             name=name,
-            channel=a.text("channel", "stable", _CHANNEL, "1-63 lowercase letters, digits and . _ -"),
+            channel=a.text("channel", "stable", CHANNEL_RE, "1-63 lowercase letters, digits and . _ -"),
             install_dir=a.path("install_dir"),
             install_command=a.argv("install_command"),
             health_command=a.argv("health_command"),

@@ -21,13 +21,12 @@ from swarmupdate.chunker import chunk_stream
 from swarmupdate.errors import ConfigError, ReleaseExistsError
 from swarmupdate.fsutil import atomic_writer
 from swarmupdate.manifest import Manifest
-from swarmupdate.model import ChunkRef, ReleaseRef
+from swarmupdate.model import ChunkRef, ReleaseRef, is_channel
 from swarmupdate.publisher.repository import Repository, fault_point
 
 __all__ = ["PublishedRelease", "ReleaseInfo", "add_release", "list_releases", "validate_version"]
 
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}")
-_CHANNEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}")
 
 
@@ -108,7 +107,7 @@ def add_release(
         StoreError: each before anything becomes live.
     """
     validate_version(version)
-    if not _CHANNEL.fullmatch(channel):
+    if not is_channel(channel):
         raise ConfigError(f"--channel {channel!r}: use lowercase letters, digits and . _ -")
     if not _FILENAME.fullmatch(file.name):
         raise ConfigError(f"{file}: file name must be letters, digits and . _ + ~ -")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,15 +43,13 @@ from swarmupdate.errors import (
     UnknownAppError,
 )
 from swarmupdate.fsutil import atomic_write_bytes
-from swarmupdate.model import DEFAULT_CHUNKER, ChunkerParams
+from swarmupdate.model import DEFAULT_CHUNKER, TOP_LEVEL_ROLES, ChunkerParams, is_app_name
 from swarmupdate.origin.layout import OriginLayout
 from swarmupdate.trust.keys import KeyStore
 
 __all__ = ["Repository", "RepoSettings", "TOP_LEVEL_ROLES", "fault_point", "validate_app_name"]
 
-TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")
 SETTINGS_FILE = "repo.json"
-_APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _SERIALIZER = JSONSerializer(compact=False)
 T = TypeVar("T", Root, Timestamp, Snapshot, Targets)
 
@@ -69,7 +66,7 @@ def fault_point(name: str) -> None:
 
 def validate_app_name(name: str) -> str:
     """Return ``name`` or raise ConfigError: lowercase letters, digits, ``-``, ``_``; not a top role."""
-    if not _APP_NAME.fullmatch(name) or name in TOP_LEVEL_ROLES:
+    if not is_app_name(name):
         raise ConfigError(
             f"app name {name!r}: use 1-63 lowercase letters, digits, '-' or '_', "
             f"not one of {', '.join(TOP_LEVEL_ROLES)}"

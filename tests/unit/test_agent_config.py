@@ -18,7 +18,7 @@ from swarmupdate.agent.config import (
     parse_url,
 )
 from swarmupdate.errors import ConfigError
-from swarmupdate.publisher import release
+from swarmupdate.model import is_channel
 from swarmupdate.publisher.repository import validate_app_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -230,7 +230,7 @@ def test_app_and_channel_names_follow_the_publisher(tmp_path: Path, machine_id: 
         agent_channel_ok = True
     except ConfigError:
         agent_channel_ok = False
-    assert agent_channel_ok == (release._CHANNEL.fullmatch(name) is not None)
+    assert agent_channel_ok == is_channel(name)  # the rule the publisher applies in add_release
 
 
 def test_docs_describe_every_key() -> None:
