@@ -232,10 +232,16 @@ def _run(console: Console, base: Path, fleet: _Fleet, size_mb: int, n_agents: in
         f"published [bold]{rel.ref.artifact_path}[/]: {rel.length / 1e6:.1f} MB in {rel.chunks} chunks, "
         "signed with TUF (root, targets, delegated role 'demo', snapshot, timestamp)"
     )
+    # the origin's link is the expensive one: cap it (as a CDN bill or a WAN link would) so the swarm's
+    # work shows; the tracker hands out a short announce interval so the fleet forms quickly
     origin = fleet.start(
-        "origin", _cli("origin", "serve", str(repo_dir / "origin"), "--listen", "127.0.0.1:0"), "http://"
+        "origin",
+        _cli("origin", "serve", str(repo_dir / "origin"), "--listen", "127.0.0.1:0", "--max-rate", "50MB/s"),
+        "http://",
     )
-    tracker = fleet.start("tracker", _cli("tracker", "serve", "--listen", "127.0.0.1:0"), "http://")
+    tracker = fleet.start(
+        "tracker", _cli("tracker", "serve", "--listen", "127.0.0.1:0", "--interval", "5"), "http://"
+    )
     console.print(f"origin {origin.url}/  tracker {tracker.url}/")
     agents = []
     root = repo_dir / "origin/metadata/1.root.json"
