@@ -52,6 +52,23 @@ class AgentMetrics:
             "swarmupdate_install", "Install attempts by app and result", ["app", "result"], registry=r
         )
         self.store_bytes = Gauge("swarmupdate_store_bytes", "Bytes held in the chunk store", registry=r)
+        self.release_available = Gauge(
+            "swarmupdate_release_available_info",
+            "1 for the newest signed release of each app and channel this agent has seen",
+            ["app", "version"],
+            registry=r,
+        )
+        self.metadata_expires = Gauge(
+            "swarmupdate_metadata_expires_timestamp_seconds",
+            "When the trusted TUF metadata of each top-level role expires (Unix time)",
+            ["role"],
+            registry=r,
+        )
+        self.last_refresh = Gauge(
+            "swarmupdate_metadata_last_refresh_timestamp_seconds",
+            "When the last successful TUF refresh finished (Unix time)",
+            registry=r,
+        )
         build_info(r)
         for source in SOURCES:
             self.download_bytes.labels(source)

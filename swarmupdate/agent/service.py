@@ -263,9 +263,16 @@ class Agent:
                 log.warning("refresh_failed", app=app.name, error=str(exc))
                 continue
             self.metrics.metadata_refresh.labels("ok").inc()
+            self.metrics.last_refresh.set(time.time())
+            for role, expires in self.trust.expires.items():
+                self.metrics.metadata_expires.labels(role).set(expires)
             self.last_refresh_error = ""
             if release is None:
                 continue
+            for labels in list(self.metrics.release_available._metrics):
+                if labels[0] == app.name and labels[1] != release.version:
+                    self.metrics.release_available.remove(*labels)
+            self.metrics.release_available.labels(app.name, release.version).set(1)
             current = _current(app)
             if current is not None:
                 self.metrics.release_info.labels(app.name, current).set(1)

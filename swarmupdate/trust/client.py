@@ -108,6 +108,8 @@ class TrustClient:
         #: a fixed reference time for expiry checks (tests); None means the clock
         self.now = now
         self.targets_cache = metadata_dir / "targets"
+        #: expiry (Unix time) of each trusted top-level role after the last refresh
+        self.expires: dict[str, float] = {}
 
     @staticmethod
     def init(metadata_dir: Path, root: bytes | Path) -> None:
@@ -172,6 +174,12 @@ class TrustClient:
             updater = self._updater(target_dir, target_base_url)
             with translate_tuf_errors(f"refresh from {self.metadata_url}"):
                 updater.refresh()
+            trusted = updater._trusted_set
+            self.expires = {
+                role: trusted[role].expires.timestamp()
+                for role in ("root", "timestamp", "snapshot", "targets")
+                if role in trusted
+            }
             yield updater
 
     def refresh(self) -> None:
