@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+OPS_STAMP := $(VENV)/.installed-ops
 
 .PHONY: demo test lint typecheck unit venv bench clean
 
@@ -11,6 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# ansible-core and ansible-lint (the ops extra): only the test tiers that check ansible/ need them
+$(OPS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,ops]'
+	touch $(OPS_STAMP)
 
 venv: $(STAMP)
 
@@ -24,7 +30,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy swarmupdate
 
-test: $(STAMP)
+test: $(OPS_STAMP)
 	bash scripts/install-test-deps.sh
 	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/pytest -q
