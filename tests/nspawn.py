@@ -41,10 +41,20 @@ __all__ = ["CACHE", "Container", "ContainerError", "ensure_rootfs"]
 
 CACHE = Path(os.environ.get("SWARMUPDATE_TEST_ROOTFS_CACHE", "/var/cache/swarmupdate-test"))
 SUITE = "bookworm"
-#: besides minbase: an init, D-Bus, and procps for the units' ExecReload=/bin/kill
-PACKAGES = ("systemd", "systemd-sysv", "dbus", "procps")
+#: besides minbase: an init, D-Bus, and procps for the units' ExecReload=/bin/kill; Debian's Python with
+#: venv, and what Ansible's apt and pip modules need on a managed host (the converge test)
+PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "procps",
+    "python3",
+    "python3-venv",
+    "python3-packaging",
+    "python3-apt",
+)
 #: bump to rebuild every cached rootfs when PACKAGES or the build steps change
-ROOTFS_VERSION = "2"
+ROOTFS_VERSION = "3"
 _MARKER = ".swarmupdate-test-rootfs"
 
 

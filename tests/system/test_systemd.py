@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import need_tool
 from tests.fleet import Fleet, metric, scrape, sha256, wait_for
-from tests.nspawn import Container, ensure_rootfs
+from tests.nspawn import Container
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +35,16 @@ UNITS = sorted(p.name for p in SERVICE.iterdir() if p.suffix in (".service", ".t
 VENV = "/opt/swarmupdate/venv"
 #: where the host's Python installation is bind-mounted in the container: outside /root (ProtectHome=yes)
 PY_HOME = "/usr/local/lib/swarmupdate-test-python"
+#: the project's venv's site-packages and the project itself, at fixed paths: the checkout may live under
+#: /tmp or /root, which the units hide (PrivateTmp=yes, ProtectHome=yes)
+SITE_HOME = "/usr/local/lib/swarmupdate-test-site"
+PROJECT_HOME = "/usr/local/lib/swarmupdate-test-project"
+#: what every container of this module bind-mounts read-only
+BINDS_RO = [
+    (sys.base_prefix, PY_HOME),
+    (sysconfig.get_paths()["purelib"], SITE_HOME),
+    (str(PROJECT), PROJECT_HOME),
+]
 MB = 1024 * 1024
 
 
@@ -142,17 +152,6 @@ class Booted:
 
 
 @pytest.fixture(scope="module")
-def rootfs() -> Path:
-    need_tool("systemd-nspawn")
-    need_tool("debootstrap")
-    need_tool("nsenter")
-    started = time.monotonic()
-    root = ensure_rootfs(log=lambda m: print(m, file=sys.stderr))
-    print(f"rootfs ready in {time.monotonic() - started:.1f}s: {root}", file=sys.stderr)
-    return root
-
-
-@pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, bytes, str]]:
     """A repository with web 1.0, served by an origin process on the host at 127.0.0.1."""
     fleet = Fleet(tmp_path_factory.mktemp("fleet"))
@@ -188,10 +187,11 @@ def _toml_array(items: list[str]) -> str:
 
 
 def _install_python(ct: Container) -> None:
-    """/opt/swarmupdate/venv: a venv on the host's interpreter (bind-mounted at PY_HOME) whose
-    site-packages is the project's venv's (the project itself is bind-mounted at its host path)."""
+    """/opt/swarmupdate/venv: a venv on the host's interpreter (bind-mounted at PY_HOME) whose site-packages
+    holds one .pth file naming the project and the project's venv's site-packages (at PROJECT_HOME and
+    SITE_HOME). Path lines of a .pth file are not site dirs, so the venv's own editable-install .pth (which
+    names the host path of the checkout) is not read: ``swarmupdate`` is imported from PROJECT_HOME."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    site = sysconfig.get_paths()["purelib"]
     ct.put("/etc/ld.so.conf.d/swarmupdate-test-python.conf", f"{PY_HOME}/lib\n")
     ct.run("ldconfig")
     ct.put(
@@ -199,7 +199,7 @@ def _install_python(ct: Container) -> None:
         f"home = {PY_HOME}/bin\ninclude-system-site-packages = false\nversion = {sys.version.split()[0]}\n",
     )
     ct.symlink(f"{VENV}/bin/python3", f"{PY_HOME}/bin/python{version}")
-    ct.symlink(f"{VENV}/lib/python{version}/site-packages", site)
+    ct.put(f"{VENV}/lib/python{version}/site-packages/swarmupdate-test.pth", f"{PROJECT_HOME}\n{SITE_HOME}\n")
     ct.put(
         f"{VENV}/bin/swarmupdate",
         f"#!{VENV}/bin/python3\nimport sys\nfrom swarmupdate.cli import main\nsys.exit(main())\n",
@@ -230,10 +230,9 @@ def booted(rootfs: Path, published: tuple[Fleet, bytes, str], tmp_path: Path) ->
     """A freshly booted container with the units installed, the agent enabled and started."""
     fleet, data, digest = published
     assert fleet.origin is not None
-    py_prefix = Path(sys.base_prefix)
     with Container.boot(
         rootfs,
-        binds_ro=[(str(py_prefix), PY_HOME), str(PROJECT)],
+        binds_ro=BINDS_RO,
         log_dir=tmp_path,
     ) as ct:
         try:
@@ -362,7 +361,7 @@ def test_watchdog_restarts_a_hung_agent(booted: Booted) -> None:
 @pytest.fixture
 def container(rootfs: Path, tmp_path: Path) -> Iterator[Container]:
     """A freshly booted container with the units installed, nothing enabled."""
-    with Container.boot(rootfs, binds_ro=[(sys.base_prefix, PY_HOME), str(PROJECT)], log_dir=tmp_path) as ct:
+    with Container.boot(rootfs, binds_ro=BINDS_RO, log_dir=tmp_path) as ct:
         _install_units(ct)
         yield ct
 
