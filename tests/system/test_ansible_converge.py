@@ -142,9 +142,10 @@ def test_agent_role_converges_and_is_idempotent(
         cmdline = ct.read(f"/proc/{props['MainPID']}/cmdline").split(b"\0")
         assert cmdline[0].startswith(b"/opt/swarmupdate/venv/bin/python"), cmdline
         assert b"/etc/swarmupdate/agent.toml" in cmdline
-        assert ct.read("/etc/swarmupdate/root.json") == (
-            fleet.repo_dir / "origin/metadata/1.root.json"
-        ).read_bytes()
+        assert (
+            ct.read("/etc/swarmupdate/root.json")
+            == (fleet.repo_dir / "origin/metadata/1.root.json").read_bytes()
+        )
 
         # and does its job: the release from the host's origin is installed and counted
         current = "/var/lib/swarmupdate/apps/web/current"
