@@ -149,3 +149,19 @@ def test_provisioning_files_point_at_the_dashboards() -> None:
     assert "apiVersion: 1" in ds and "type: prometheus" in ds
     prov = (DASH / "grafana/provisioning/dashboards/swarmupdate.yml").read_text()
     assert "apiVersion: 1" in prov and "type: file" in prov and "path:" in prov
+
+
+def test_every_alert_has_a_runbook_in_operations_doc() -> None:
+    """Each alert's runbook annotation points at a heading of docs/operations.md that exists."""
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in doc.splitlines()
+        if line.startswith("#")
+    }
+    alerts = re.findall(r"^\s*- alert: (\S+)$", RULES.read_text(), re.MULTILINE)
+    runbooks = re.findall(r'^\s*runbook: "docs/operations\.md#([a-z0-9-]+) ', RULES.read_text(), re.MULTILINE)
+    assert len(alerts) >= 10
+    assert len(runbooks) == len(alerts), "every alert needs a runbook annotation into docs/operations.md"
+    missing = sorted(set(runbooks) - anchors)
+    assert not missing, f"runbook anchors with no heading in docs/operations.md: {missing}"
