@@ -188,7 +188,6 @@ def _agent_toml(i: int, host: Host, origin_url: str, tracker_url: str, root: Pat
         f'store_dir = "{d / "store"}"\n'
         f'trackers = ["{tracker_url}"]\n'
         "poll_interval = 60.0\n"  # the first poll is at start; the delta run sends SIGHUP
-
         f'peer_listen = "{host.ip}:{PEER_PORT}"\n'
         'metrics_listen = ""\n'
         'log_level = "warning"\n'
