@@ -129,7 +129,7 @@ def everyone_in_global_class() -> lt.ip_filter:
     return f
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb", buffering=0) as f:
         while block := f.read(4 * MIB):
@@ -217,7 +217,7 @@ class Node:
             print(f"btnode: {self.file}: {a.message()}", file=sys.stderr, flush=True)
 
     def _hash_file(self) -> None:
-        self.sha256 = _sha256_file(self.file)
+        self.sha256 = sha256_file(self.file)
 
     def _connect_missing(self) -> None:
         # Outgoing connections show the peer's listen address; incoming ones show an ephemeral
@@ -240,6 +240,7 @@ class Node:
             "started_at": self.started_at,
             "downloaded_payload": st.total_payload_download,
             "uploaded_payload": st.total_payload_upload,
+            "redundant_payload": st.total_redundant_bytes,  # in downloaded_payload: endgame duplicates
             "peers": st.num_peers,
             "sha256": self.sha256,
             "error": st.errc.message() if st.errc.value() else None,
