@@ -14,6 +14,7 @@ table on stdout (and in the JSON), and a PNG plot of completion time against N.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import shutil
 import sys
@@ -250,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", action="append", choices=[*SCENARIOS, "all"], help="default: all")
     p.add_argument("--contenders", default="swarmupdate,bittorrent,http")
+    p.add_argument("--agents", help="N for every contender instead of the scenario's, e.g. 16,24")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, state)")
     p.add_argument("--prefix", default="swb", help="namespace name prefix (namespaces PREFIX-* are replaced)")
     p.add_argument("--out", type=Path, help="result JSON (default bench/results/fleet-STAMP.json)")
@@ -269,7 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"== scenario {name}", flush=True)
             sc_dir = workdir / name
             sc_dir.mkdir()
-            rows += run_scenario(SCENARIOS[name], sc_dir, only, lambda s: print(s, flush=True), args.prefix)
+            sc = SCENARIOS[name]
+            if args.agents:
+                ns = tuple(int(x) for x in args.agents.split(","))
+                sc = dataclasses.replace(sc, swarm_n=ns, bt_n=ns, http_n=ns)
+            rows += run_scenario(sc, sc_dir, only, lambda s: print(s, flush=True), args.prefix)
     except KeyboardInterrupt:
         print("interrupted: the testbed is torn down; partial results follow", file=sys.stderr)
     finally:
