@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -24,7 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--upload-slots", type=int, default=4, help="concurrent uploads per agent (default 4)")
     p.add_argument("--fallback-delay", type=float, default=10.0, help="origin fallback delay, seconds")
     p.add_argument("--origin-pullers", type=float, default=1.5, help="k, origin pullers per chunk")
+    p.add_argument(
+        "--origin-max-inflight", type=int, default=0, help="origin requests per agent (default: core's)"
+    )
+    p.add_argument("--no-fleet-swarm", action="store_true", help="no fleet-size floor for the swarm size")
+    p.add_argument("--no-peer-hints", action="store_true", help="servers do not learn their requesters")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
 
@@ -49,14 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             start_jitter=args.jitter,
             upload_slots=args.upload_slots,
             download=DownloadConfig(
-                origin_fallback_delay=args.fallback_delay, origin_pullers=args.origin_pullers
+                origin_fallback_delay=args.fallback_delay,
+                origin_pullers=args.origin_pullers,
+                **({"origin_max_inflight": args.origin_max_inflight} if args.origin_max_inflight else {}),
             ),
+            fleet_swarm=not args.no_fleet_swarm,
+            peer_hints=not args.no_peer_hints,
             seed=args.seed,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(simulate(config).summary())
+    result = simulate(config)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
     return 0
 
 

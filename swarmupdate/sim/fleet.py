@@ -1,12 +1,18 @@
 """A fleet of agents, an origin and a tracker on a simulated network, each agent running the real core.
 
 Every agent holds a real :class:`~swarmupdate.swarm.download.Download` and this module plays its I/O
-layer: it turns actions into messages and flows, and their outcomes back into events.
+layer (``swarmupdate/agent/swarm.py`` and ``service.py`` in the real agent): it turns actions into
+messages and flows, and their outcomes back into events.
 
 - Tracker: an agent announces one latency after it starts and hears back one latency later with a random
   subset of up to ``tracker_peers`` announced peers and the swarm size; announces arriving at the same
-  instant are all registered before any is answered. An agent that knows fewer peers than that announces
-  again every ``announce_interval`` until it is done.
+  instant are all registered before any is answered. Like the real agent it announces again every
+  ``announce_interval`` while downloading and every ``seed_announce_interval`` once complete, and
+  gives the core ``max(swarm size, fleet size)``: with ``fleet_swarm``, every agent has been announcing
+  to the fleet swarm (every ``seed_announce_interval``) since long before the release, so the fleet
+  size (all agents) is known from the start. Announces are counted per second (tracker load).
+- Peer hints: a bitfield request names the requester, and the answering agent adds it to its view of
+  the swarm (as the real peer server does), up to ``max_known_peers`` peers.
 - Chunk request: reaches the server after one latency. The origin always serves. An agent serves a chunk
   it holds when fewer than ``upload_slots`` uploads are running, answers 429 with ``busy_retry_after``
   otherwise, and 404 for a chunk it lacks. The answer or the last byte reaches the requester one latency
@@ -15,6 +21,8 @@ layer: it turns actions into messages and flows, and their outcomes back into ev
 - Adversaries announce at once, claim every chunk and serve garbage under the same slot limit; the
   requester sees ``ChunkFailed(kind="corrupt")`` after the whole transfer.
 - Agents keep seeding after they finish; the run ends when every honest agent has finished.
+
+Not modelled: peer exchange (``/peers``), request timeouts, rate limits.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from dataclasses import dataclass, field
 
 from swarmupdate.model import ChunkRef, PeerInfo
 from swarmupdate.sim.engine import EventQueue, Flow, Host, Network
-from swarmupdate.sim.result import SimResult, kumar_ross_bound
+from swarmupdate.sim.result import SimResult, kumar_ross_bound, tracker_load
 from swarmupdate.swarm.bitfield import Bitfield
 from swarmupdate.swarm.download import Download, DownloadConfig
 from swarmupdate.swarm.events import (
@@ -71,7 +79,16 @@ class SimConfig:
     upload_slots: int = 4
     busy_retry_after: float = 1.0
     tracker_peers: int = 50
-    announce_interval: float = 5.0
+    #: the real agent announces every min(tracker interval, 10 s) while downloading, and every tracker
+    #: interval (30 s by default) once complete and to the fleet swarm
+    announce_interval: float = 10.0
+    seed_announce_interval: float = 30.0
+    #: agents know the fleet's size from the fleet swarm before the release (the real agent's floor)
+    fleet_swarm: bool = True
+    #: bitfield requests name the requester, and the answering agent adds it to its view
+    peer_hints: bool = True
+    #: peers one agent's swarm remembers (MAX_KNOWN_PEERS in swarmupdate/agent/swarm.py)
+    max_known_peers: int = 200
     download: DownloadConfig = field(default_factory=DownloadConfig)
     seed: int = 1
     #: give up at this simulated time
@@ -80,10 +97,12 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.agents < 1 or self.chunks < 1 or self.size < self.chunks:
             raise ValueError("need at least one agent, one chunk and one byte per chunk")
-        if self.upload_slots < 1 or self.tracker_peers < 1:
-            raise ValueError("upload_slots and tracker_peers must be >= 1")
-        if self.latency < 0 or self.start_jitter < 0 or self.announce_interval <= 0:
-            raise ValueError("latency and start_jitter must be >= 0, announce_interval > 0")
+        if self.upload_slots < 1 or self.tracker_peers < 1 or self.max_known_peers < 1:
+            raise ValueError("upload_slots, tracker_peers and max_known_peers must be >= 1")
+        if self.latency < 0 or self.start_jitter < 0:
+            raise ValueError("latency and start_jitter must be >= 0")
+        if self.announce_interval <= 0 or self.seed_announce_interval <= 0:
+            raise ValueError("announce intervals must be > 0")
 
 
 class _Agent:
@@ -94,6 +113,7 @@ class _Agent:
         "done_at",
         "host",
         "info",
+        "known",
         "poll_at",
         "poll_token",
         "requests",
@@ -119,6 +139,8 @@ class _Agent:
         self.snap: Bitfield | None = None
         self.snap_count = -1
         self.banned: list[str] = []
+        #: peer ids in this agent's view of the swarm (bounded like the real agent's)
+        self.known: set[str] = set()
 
 
 class _Request:
@@ -167,6 +189,9 @@ class Simulator:
         self._registered: list[_Agent] = []
         self._registered_ids: set[str] = set()
         self._unfinished = config.agents
+        self._fleet_size = config.agents + config.adversaries if config.fleet_swarm else 0
+        #: simulated time of every announce to the release swarm
+        self.announces: list[float] = []
         self.bytes_by_source = {"origin": 0.0, "peer": 0.0, "corrupt": 0.0, "cancelled": 0.0}
         self.origin_sent = 0.0
 
@@ -200,6 +225,11 @@ class Simulator:
             t_min=kumar_ross_bound(cfg.size, cfg.agents, cfg.origin_up, cfg.down, cfg.agents * cfg.up),
             sim_time=self._queue.now,
             events=self._queue.events,
+            tracker=tracker_load(
+                self.announces,
+                self._queue.now,
+                self._fleet_size / cfg.seed_announce_interval if cfg.fleet_swarm else 0.0,
+            ),
         )
 
     # --- tracker ------------------------------------------------------------------------------------
@@ -210,6 +240,7 @@ class Simulator:
             self._registered.append(agent)
 
     def _announce(self, agent: _Agent) -> None:
+        self.announces.append(self._queue.now)
         self._register(agent)
         # Answer after every announce that arrives at this same instant has been registered.
         self._queue.push(self._queue.now, self._tracker_answer, agent)
@@ -228,15 +259,23 @@ class Simulator:
             agent.dl = Download(
                 self.chunks, (), agent.info.peer_id, cfg.download, now=now, rng=random.Random(agent.seed)
             )
-        events: list[Event] = [SwarmSize(size)]
-        events.extend(PeerSeen(p) for p in peers)
+        # the real agent's floor: a release's swarm grows to about the fleet's size
+        events: list[Event] = [SwarmSize(max(size, self._fleet_size))]
+        events.extend(PeerSeen(p) for p in peers if self._learn(agent, p.peer_id))
         self._act(agent, agent.dl.handle_all(events, now))
-        if not agent.dl.done and agent.dl.peers.active_count < cfg.tracker_peers:
-            self._queue.push(now + cfg.announce_interval, self._reannounce, agent)
+        interval = cfg.announce_interval if not agent.dl.done else cfg.seed_announce_interval
+        self._queue.push(now + interval, self._reannounce, agent)
+
+    def _learn(self, agent: _Agent, peer_id: str) -> bool:
+        """Add a peer to an agent's bounded view; True when it is new there."""
+        known = agent.known
+        if peer_id in known or len(known) >= self.config.max_known_peers:
+            return False
+        known.add(peer_id)
+        return True
 
     def _reannounce(self, agent: _Agent) -> None:
-        if agent.dl is not None and not agent.dl.done:
-            self._queue.push(self._queue.now + self.config.latency, self._announce, agent)
+        self._queue.push(self._queue.now + self.config.latency, self._announce, agent)
 
     # --- the agent's I/O layer ----------------------------------------------------------------------
 
@@ -278,8 +317,17 @@ class Simulator:
 
     def _bitfields(self, agent: _Agent, peer_ids: list[str]) -> None:
         assert agent.dl is not None
-        events: list[Event] = [BitfieldUpdate(p, self._snapshot(self._by_id[p])) for p in peer_ids]
-        self._act(agent, agent.dl.handle_all(events, self._queue.now))
+        now = self._queue.now
+        by_id = self._by_id
+        if self.config.peer_hints:
+            me = agent.info.peer_id
+            for p in peer_ids:
+                server = by_id[p]
+                dl = server.dl
+                if dl is not None and not dl.done and me not in server.known and self._learn(server, me):
+                    self._act(server, dl.handle(PeerSeen(agent.info), now))
+        events: list[Event] = [BitfieldUpdate(p, self._snapshot(by_id[p])) for p in peer_ids]
+        self._act(agent, agent.dl.handle_all(events, now))
 
     def _snapshot(self, peer: _Agent) -> Bitfield:
         if peer.adversary:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-__all__ = ["SimResult", "kumar_ross_bound"]
+__all__ = ["SimResult", "TrackerLoad", "kumar_ross_bound", "tracker_load"]
 
 
 def kumar_ross_bound(
@@ -19,6 +22,31 @@ def kumar_ross_bound(
     if agents <= 0 or size <= 0:
         return 0.0
     return max(size / origin_up, size / down_min, agents * size / (origin_up + peer_up_sum))
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerLoad:
+    """Announces per second at the tracker: the release's swarm, plus the fleet swarm's steady rate."""
+
+    #: announces to the release's swarm over the run
+    announces: int = 0
+    #: the busiest one-second window of release announces, and their mean over the run
+    peak_per_s: float = 0.0
+    mean_per_s: float = 0.0
+    #: fleet swarm announces (every agent, every tracker interval): a constant background
+    fleet_per_s: float = 0.0
+
+
+def tracker_load(times: Iterable[float], duration: float, fleet_per_s: float) -> TrackerLoad:
+    """Load from the times of the release's announces (per-second bins) and the fleet swarm's rate."""
+    bins = Counter(math.floor(t) for t in times)
+    total = sum(bins.values())
+    return TrackerLoad(
+        announces=total,
+        peak_per_s=float(max(bins.values(), default=0)),
+        mean_per_s=total / duration if duration > 0 else 0.0,
+        fleet_per_s=fleet_per_s,
+    )
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -50,6 +78,7 @@ class SimResult:
     t_min: float
     sim_time: float
     events: int
+    tracker: TrackerLoad = field(default_factory=TrackerLoad)
 
     @property
     def all_complete(self) -> bool:
@@ -68,6 +97,34 @@ class SimResult:
         """Origin egress in copies of the artifact."""
         return self.origin_bytes / self.artifact_size if self.artifact_size else 0.0
 
+    @property
+    def efficiency(self) -> float:
+        """T_min / T for the slowest agent (1 = optimal)."""
+        t = self.max_completion
+        return self.t_min / t if t > 0 and math.isfinite(t) else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (without the per-agent completion times)."""
+        done = [t for t in self.completion if math.isfinite(t)]
+        return {
+            "agents": self.agents,
+            "adversaries": self.adversaries,
+            "artifact_bytes": self.artifact_size,
+            "complete": len(done),
+            "p50_s": self.p50_completion,
+            "max_s": self.max_completion,
+            "t_min_s": self.t_min,
+            "efficiency": self.efficiency,
+            "origin_copies": self.origin_copies,
+            "bytes_by_source": dict(self.bytes_by_source),
+            "bans": self.bans,
+            "agents_that_banned": self.agents_that_banned,
+            "honest_banned": self.honest_banned,
+            "tracker": asdict(self.tracker),
+            "sim_time_s": self.sim_time,
+            "events": self.events,
+        }
+
     def summary(self) -> str:
         mib = 1 << 20
         by = ", ".join(f"{k} {v / mib:,.0f} MiB" for k, v in self.bytes_by_source.items())
@@ -77,8 +134,11 @@ class SimResult:
             f"agents {self.agents} (+{self.adversaries} adversaries), "
             f"artifact {self.artifact_size / mib:g} MiB",
             f"complete {done}/{self.agents}: p50 {self.p50_completion:.2f} s, "
-            f"max {self.max_completion:.2f} s, T_min {self.t_min:.2f} s (max/T_min {ratio:.2f})",
+            f"max {self.max_completion:.2f} s, T_min {self.t_min:.2f} s (max/T_min {ratio:.2f}, "
+            f"efficiency {self.efficiency:.2f})",
             f"origin egress {self.origin_copies:.3f} copies of the artifact",
+            f"tracker: {self.tracker.announces:,} release announces, peak {self.tracker.peak_per_s:,.0f}/s, "
+            f"mean {self.tracker.mean_per_s:,.1f}/s; fleet swarm {self.tracker.fleet_per_s:,.1f}/s",
             f"bytes received: {by}",
             f"bans {self.bans} by {self.agents_that_banned} agents, honest peers banned {self.honest_banned}",
             f"simulated {self.sim_time:.2f} s, {self.events:,} events",

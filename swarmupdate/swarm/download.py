@@ -77,6 +77,8 @@ MAX_ORIGIN_BACKOFF = 30.0
 #: by this much at each delivery (up to max_inflight)
 WINDOW_SHRINK = 0.9
 WINDOW_GROWTH = 1.0
+#: the remembered origin chunk time decays by this factor at each origin arrival (see _origin_busy_until)
+ORIGIN_TIME_DECAY = 0.8
 #: a 429's wait is stretched by up to this fraction at random
 BUSY_JITTER = 0.5
 #: bitfield rounds come every interval, give or take half this fraction
@@ -137,6 +139,9 @@ class Download:
         self._origin_inflight = 0
         #: moving average of the time one chunk takes to arrive (0 until the first arrives)
         self._chunk_time = 0.0
+        #: the longest an origin chunk took to arrive lately (0 until one arrives): how busy the origin is
+        self._origin_time = 0.0
+        self._last_origin_done = -math.inf
         self._origin_backoff_until = -math.inf
         self._origin_failures = 0
         # How many requests to peers may be in flight. When the swarm's upload slots are full (429s),
@@ -148,7 +153,7 @@ class Download:
         self._own_hash: list[float | None] = [None] * n
         self._pair_hash: dict[tuple[int, str], float] = {}
         self._wait_cache: dict[int, tuple[int, float]] = {}
-        self._origin_memo: tuple[int, int] | None = None
+        self._origin_memo: tuple[int, int, float] | None = None
         self._origin_memo_at = math.inf
 
         self._next_round = now + config.bitfield_interval
@@ -245,7 +250,7 @@ class Download:
         elif isinstance(event, BitfieldUpdate):
             self._on_bitfield(event, now)
         elif isinstance(event, ChunkArrived):
-            self._on_arrived(event, actions)
+            self._on_arrived(event, now, actions)
         elif isinstance(event, ChunkFailed):
             self._on_failed(event, now, actions)
         elif isinstance(event, PeerGone):
@@ -285,7 +290,7 @@ class Download:
             self._view_version += 1  # origin decisions waiting for this answer may proceed
         state.complete = new == self._codec.full
 
-    def _on_arrived(self, event: ChunkArrived, actions: list[Action]) -> None:
+    def _on_arrived(self, event: ChunkArrived, now: float, actions: list[Action]) -> None:
         index, source = event.index, event.peer_id
         self._check_index(index)
         if self._forget(index, source) is not None:
@@ -295,6 +300,8 @@ class Download:
             )
             if source is None:
                 self._origin_failures = 0
+                self._origin_time = max(event.seconds, ORIGIN_TIME_DECAY * self._origin_time)
+                self._last_origin_done = now
             else:
                 state = self._peers.get(source)
                 if state is not None and state.status == "live":
@@ -420,9 +427,11 @@ class Download:
             return free, want, math.inf
         if now < self._origin_backoff_until:
             return free, want, self._origin_backoff_until
-        # Nothing to do before the earliest wait ends, unless the candidates or the view changed.
-        # (A chunk's clock only ever restarts later, so a stale memo can only wake us too early.)
-        memo = (candidates, self._view_version)
+        busy = -math.inf if lonely else self._origin_busy_until()
+        # Nothing to do before the earliest wait ends, unless the candidates, the view or how busy
+        # the origin is changed. (A chunk's clock only ever restarts later, so a stale memo can only
+        # wake us too early.)
+        memo = (candidates, self._view_version, busy)
         if memo == self._origin_memo and now < self._origin_memo_at:
             return free, want, self._origin_memo_at
         wake = math.inf
@@ -430,7 +439,11 @@ class Download:
         unseen_since = self._avail.unseen_since
         settle = -math.inf if lonely else self._settle_until(now)
         for i in self._codec.indexes(candidates):
-            at = now if lonely else max(unseen_since[i] + self._origin_wait(i), settle)
+            if lonely:
+                at = now
+            else:
+                wait = self._origin_wait(i)
+                at = max(unseen_since[i] + wait, settle, busy if wait > 0 else -math.inf)
             if at <= now:
                 ready.append((at, i))
             elif at < wake:
@@ -454,6 +467,8 @@ class Download:
         self, now: float, free: int, want: int, wake: float, actions: list[Action]
     ) -> tuple[int, float]:
         """Rarest first over the live peers that have a free slot."""
+        if not want & self._avail.visible:
+            return free, wake  # no live peer holds anything wanted (nor do those backing off)
         cap = self._config.per_peer_inflight
         live = self._peers.live()
         # (PeerState.slots inlined: this is the hottest line of a simulated fleet)
@@ -496,8 +511,11 @@ class Download:
             if len(srcs) >= cfg.endgame_duplicates or not self._missing & self._codec.bit[i]:
                 continue
             since = min(srcs.values())
-            if now - since < patience:
-                wake = min(wake, since + patience)  # not slow yet: look again when it would be
+            due = since + patience
+            # compare with the very time we would wake at: ``now - since < patience`` can hold while
+            # ``since + patience <= now`` in floating point, and the caller would poll again at once
+            if now < due:
+                wake = min(wake, due)  # not slow yet: look again when it would be
                 continue
             candidates.append((len(srcs), since, i))
         if not candidates:
@@ -562,6 +580,19 @@ class Download:
             wait = fallback_wait(rank, cfg.origin_fallback_delay)
         self._wait_cache[i] = (self._view_version, wait)
         return wait
+
+    def _origin_busy_until(self) -> float:
+        """Until when fallback pulls wait because the origin is slow for everyone.
+
+        The origin shares its uplink among every agent pulling from it, so when this agent's own
+        origin chunks take longer than the fallback delay, so do those of the agents designated for
+        the chunks it misses: pulling them too would only slow everyone down. A fallback pull thus
+        waits while an origin request of this agent is in flight, and for twice the time its recent
+        origin chunks took. Designated pulls never wait for this.
+        """
+        if self._origin_inflight:
+            return math.inf  # an arrival or failure of that request comes back through handle()
+        return self._last_origin_done + 2.0 * self._origin_time
 
     def _settle_until(self, now: float) -> float:
         """Until when to hold origin requests for the bitfields of peers just seen.

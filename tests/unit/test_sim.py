@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -101,3 +102,40 @@ def test_command_line_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "complete 10/10" in out and "origin egress" in out and "T_min" in out
     assert main(["--adversaries", "1.5"]) == 2
+
+
+def test_command_line_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--agents", "6", "--size-mb", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["complete"] == 6 and out["origin_copies"] > 0 and 0 < out["efficiency"] <= 1
+    assert out["tracker"]["announces"] >= 6 and out["tracker"]["fleet_per_s"] == pytest.approx(6 / 30)
+
+
+def test_tracker_load_counts_announces_per_second() -> None:
+    r = simulate(SimConfig(agents=30, size=8 * MIB, chunks=8, start_jitter=3.0, seed=2))
+    load = r.tracker
+    # every agent announces once at start, then every announce_interval while it downloads
+    assert load.announces >= 30
+    assert 1 <= load.peak_per_s <= load.announces
+    assert load.mean_per_s == pytest.approx(load.announces / r.sim_time)
+    assert load.fleet_per_s == pytest.approx(30 / 30.0)
+
+
+def test_fleet_size_is_a_floor_for_early_joiners() -> None:
+    # agents start over 5 s: the first ones see a tiny release swarm, and without the fleet's size as a
+    # floor each of them believes it is designated for most chunks
+    cfg = SimConfig(agents=40, size=16 * MIB, chunks=16, start_jitter=5.0, seed=4)
+    with_floor = simulate(cfg)
+    without = simulate(replace(cfg, fleet_swarm=False))
+    assert with_floor.all_complete and without.all_complete
+    assert with_floor.origin_copies < without.origin_copies
+
+
+def test_slow_origin_is_not_asked_for_the_same_chunk_twice() -> None:
+    # the testbed's links: the origin as slow as any agent, so one copy takes longer than the fallback
+    # delay; agents must not pile duplicate pulls onto it (nor livelock in the endgame)
+    # (without the core's guard against a busy origin: 2.46 copies)
+    cfg = SimConfig(agents=16, size=32 * MIB, chunks=32, up=20 * MBIT, origin_up=20 * MBIT, seed=6)
+    r = simulate(cfg)
+    assert r.all_complete
+    assert r.origin_copies <= 1.2

@@ -730,3 +730,55 @@ def test_invariants_hold_under_random_answers(seed: int) -> None:
     assert dl.done, f"stuck with {dl.missing_count} missing"
     assert banned <= {evil}
     assert dl.next_wakeup(now) is None
+
+
+# --- regressions found with the simulator -----------------------------------------------------------
+
+
+def test_endgame_wakeup_is_never_due_without_work_when_time_rounds() -> None:
+    # ``now - since < patience`` can hold while ``since + patience == now`` in floating point: the
+    # core then asked to be polled at ``now`` again and again (a simulated fleet livelocked on it)
+    t0 = next(t for t in (51.42317361209097 + i / 7 for i in range(1000)) if (t + 0.5) - t < 0.5)
+    cfg = DownloadConfig(endgame_min_wait=0.5, endgame_patience=0.0)
+    refs = chunks(1)
+    me = not_designated(refs, 1000)
+    dl = Download(refs, (), me, cfg, now=t0)
+    first = dl.handle_all([SwarmSize(1000), PeerSeen(peer("a")), BitfieldUpdate("a", Bitfield(1, [0]))], t0)
+    assert requests(first) == [(0, "a")]
+    wake = dl.next_wakeup(t0)
+    assert wake == t0 + 0.5
+    assert dl.poll(wake) == []
+    again = dl.next_wakeup(wake)
+    assert again is not None and again > wake
+
+
+def test_fallback_waits_while_the_origin_is_slow_for_this_agent_too() -> None:
+    refs = chunks(2)
+    swarm, delay = 1000, 10.0
+    me = next(
+        f"me-{n}"
+        for n in range(100_000)
+        if origin_first(refs[0].sha256, f"me-{n}", swarm, 1.5)
+        and not origin_first(refs[1].sha256, f"me-{n}", swarm, 1.5)
+    )
+    cfg = DownloadConfig(origin_fallback_delay=delay)
+    dl = Download(refs, (), me, cfg, now=0.0)
+    wait1 = fallback_wait(origin_rank(refs[1].sha256, me, swarm, 1.5), delay)
+    # a peer that holds nothing and is designated after us for chunk 0 (ids "z..." are checked below)
+    other = next(f"z-{n}" for n in range(100_000) if not origin_first(refs[0].sha256, f"z-{n}", swarm, 1.5))
+    first = dl.handle_all([SwarmSize(swarm), PeerSeen(peer(other)), BitfieldUpdate(other, Bitfield(2))], 0.0)
+    first += dl.poll(1.0)  # the peer's bitfield is in: designated pulls go at once
+    assert requests(first) == [(0, None)]
+    # chunk 0 takes 40 s to come from the origin: chunk 1's designated agent is as slow, so no fallback
+    assert requests(dl.poll(wait1 + 1.0)) == []
+    assert requests(arrive(dl, 0, None, 40.0, seconds=40.0)) == []
+    assert requests(dl.poll(max(wait1 + 1.0, 41.0))) == []
+    # then it waits twice that time after its own origin chunk arrived
+    busy_until = max(wait1, 40.0 + 2 * 40.0)
+    now, pulled = 41.0, []
+    while not pulled:
+        wake = dl.next_wakeup(now)
+        assert wake is not None and wake > now
+        now = wake
+        pulled = requests(dl.poll(now))
+    assert pulled == [(1, None)] and now == pytest.approx(busy_until)
