@@ -91,7 +91,8 @@ class Process:
             pass
 
     def alive(self) -> bool:
-        return self.usage is None and self.popen.poll() is None
+        # through wait4, never Popen.poll(): that would reap the process and lose its rusage
+        return self.poll() is None
 
     def stop(self, timeout: float = 10.0) -> Usage:
         """SIGTERM, then SIGKILL after ``timeout``; returns the process's usage."""
@@ -100,19 +101,15 @@ class Process:
         self.sample()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pid, status, ru = os.wait4(self.pid, os.WNOHANG)
-            if pid:
-                return self._reaped(status, ru)
-            time.sleep(0.05)
+        if (usage := self._wait_until(time.monotonic() + timeout)) is not None:
+            return usage
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         _, status, ru = os.wait4(self.pid, 0)
         return self._reaped(status, ru)
 
     def poll(self) -> Usage | None:
-        """The usage once the process has exited by itself, else None (without waiting)."""
+        """The usage once the process has exited, else None (without waiting)."""
         if self.usage is None:
             pid, status, ru = os.wait4(self.pid, os.WNOHANG)
             if pid:
@@ -121,13 +118,14 @@ class Process:
 
     def wait(self, timeout: float) -> Usage:
         """Wait for the process to exit by itself."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pid, status, ru = os.wait4(self.pid, os.WNOHANG)
-            if pid:
-                return self._reaped(status, ru)
-            time.sleep(0.05)
+        if (usage := self._wait_until(time.monotonic() + timeout)) is not None:
+            return usage
         raise TestbedError(f"{self.name} did not exit within {timeout:.0f}s (log: {self.log})")
+
+    def _wait_until(self, deadline: float) -> Usage | None:
+        while (usage := self.poll()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return usage
 
     def _reaped(self, status: int, ru: Any) -> Usage:
         code = os.waitstatus_to_exitcode(status)
