@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -333,9 +335,7 @@ def run_http(workdir: Path, artifact: Path, n: int, caps: Caps, *, timeout: floa
     serve.mkdir(parents=True, exist_ok=True)
     served = serve / artifact.name
     if not served.exists():
-        os.link(artifact, served) if artifact.stat().st_dev == serve.stat().st_dev else served.write_bytes(
-            artifact.read_bytes()
-        )
+        shutil.copyfile(artifact, served)
     with Testbed(prefix) as bed:
         origin, agents = _build(bed, n, caps)
         logs = workdir / "logs"
@@ -415,9 +415,7 @@ def run_bittorrent(
     seed_dir.mkdir(exist_ok=True)
     seeded = seed_dir / artifact.name
     if not seeded.exists():
-        seeded.write_bytes(artifact.read_bytes())
-    import subprocess
-
+        shutil.copyfile(artifact, seeded)
     made = subprocess.run(
         [*btnode, "make-torrent", str(seeded), "--out", str(torrent)], capture_output=True, text=True
     )
@@ -454,7 +452,7 @@ def run_bittorrent(
             (d / "status.json").unlink(missing_ok=True)
             (d / artifact.name).unlink(missing_ok=True)
             if old is not None:
-                (d / artifact.name).write_bytes(old.read_bytes())
+                shutil.copyfile(old, d / artifact.name)
         tx0, rx0 = _counters(origin, agents)
         cpu = CpuMeter()
         t0 = time.monotonic()

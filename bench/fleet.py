@@ -129,14 +129,13 @@ def run_scenario(
             )
             record(run, moved_share=run.rx_total / n / size, efficiency=None)  # T_min is for a whole copy
         return out
-    pub = publish(workdir / "swarm", art, "1.0") if "swarmupdate" in only else None
-    for n in sc.swarm_n if pub else ():
-        run_dir = workdir / f"swarm-{n}"
-        run_dir.mkdir()
-        (run_dir / "repo").symlink_to(pub.repo)  # type: ignore[union-attr]
-        record(
-            run_swarmupdate(run_dir, pub, n, sc.caps, timeout=timeout_for(n, size, sc.caps), prefix=prefix)
-        )  # type: ignore[arg-type]
+    if "swarmupdate" in only:
+        pub = publish(workdir / "swarm", art, "1.0")
+        for n in sc.swarm_n:
+            run = run_swarmupdate(
+                workdir / f"swarm-{n}", pub, n, sc.caps, timeout=timeout_for(n, size, sc.caps), prefix=prefix
+            )
+            record(run)
     for n in sc.bt_n if "bittorrent" in only else ():
         record(
             run_bittorrent(

@@ -22,7 +22,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -296,12 +296,6 @@ def _kill_and_delete(ns: str) -> None:
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextlib.contextmanager
-def testbed(prefix: str = PREFIX) -> Iterator[Testbed]:
-    with Testbed(prefix) as bed:
-        yield bed
 
 
 class CpuMeter:

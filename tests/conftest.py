@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,25 @@ def need_tool(name: str) -> str:
             pytest.fail(f"SWARMUPDATE_STRICT=1: {message}")
         pytest.skip(message)
     return path
+
+
+def venv_tool(name: str) -> str:
+    """Path of a tool installed in the project's venv, or skip (fail under SWARMUPDATE_STRICT=1) like
+    ``need_tool``."""
+    path = BIN / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        message = f"{name!r} is not installed in {BIN} (pip install -e '.[ops]')"
+        if STRICT:
+            pytest.fail(f"SWARMUPDATE_STRICT=1: {message}")
+        pytest.skip(message)
+    return str(path)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 just now (for servers that take a fixed port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run_cli(

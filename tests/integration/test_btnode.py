@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import STRICT
+from tests.conftest import STRICT, free_port
 
 try:
     import libtorrent  # noqa: F401
@@ -25,12 +25,6 @@ except ImportError:
     pytest.skip("libtorrent is not installed (pip install -e '.[bench]')", allow_module_level=True)
 
 BTNODE = Path(__file__).resolve().parents[2] / "bench" / "btnode.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _status(path: Path) -> dict[str, Any]:
@@ -58,7 +52,7 @@ def test_seed_and_leech_on_loopback(tmp_path: Path) -> None:
     )
     assert made.returncode == 0, made.stderr
 
-    seed_at, leech_at = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+    seed_at, leech_at = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     seed_status, leech_status = tmp_path / "seed.json", tmp_path / "leech.json"
     seed = ("seed", "--torrent", torrent, "--dir", seed_dir, "--listen", seed_at, "--status", seed_status)
     leech = (
@@ -113,7 +107,7 @@ def test_bad_input_exits_2_naming_the_culprit(tmp_path: Path) -> None:
                 "--dir",
                 tmp_path,
                 "--listen",
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
             ),
             "nope": ("seed", "--torrent", good, "--dir", tmp_path, "--listen", "127.0.0.1:nope"),
             busy_at: ("seed", "--torrent", good, "--dir", tmp_path, "--listen", busy_at),

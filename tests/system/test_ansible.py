@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, STRICT
+from tests.conftest import BIN, venv_tool
 
 pytestmark = pytest.mark.system
 
@@ -27,18 +27,6 @@ ROLES = (
     "swarmupdate_origin",
     "swarmupdate_monitoring",
 )
-
-
-def venv_tool(name: str) -> str:
-    """Path of a tool installed in the project's venv, or skip (fail under SWARMUPDATE_STRICT=1) like
-    ``need_tool``."""
-    path = BIN / name
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        message = f"{name!r} is not installed in {BIN} (pip install -e '.[ops]')"
-        if STRICT:
-            pytest.fail(f"SWARMUPDATE_STRICT=1: {message}")
-        pytest.skip(message)
-    return str(path)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN
+from tests.conftest import BIN, free_port, venv_tool
 from tests.fleet import Fleet, metric, scrape, wait_for
 from tests.nspawn import Container
-from tests.system.test_ansible import venv_tool
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +31,6 @@ PROJECT = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = PROJECT / "ansible"
 UNIT = "swarmupdate-agent.service"
 MB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +72,7 @@ def test_agent_role_converges_and_is_idempotent(
 ) -> None:
     playbook = venv_tool("ansible-playbook")
     assert fleet.origin is not None
-    metrics_port, peer_port = _free_port(), _free_port()
+    metrics_port, peer_port = free_port(), free_port()
     host = {
         "ansible_connection": "local",
         "ansible_python_interpreter": "/usr/bin/python3",

@@ -10,7 +10,6 @@ import json
 import math
 import re
 import signal
-import socket
 import subprocess
 import time
 import tomllib
@@ -23,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import need_tool
+from tests.conftest import free_port, need_tool
 from tests.fleet import Fleet, wait_for
 
 pytestmark = pytest.mark.slow
@@ -97,12 +96,6 @@ def test_promtool_check_example_config(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- a live swarm and a real Prometheus
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _hostport(url: str) -> str:
     return urlsplit(url).netloc
 
@@ -171,7 +164,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         }
         cfg = base / "prometheus.yml"
         cfg.write_text(json.dumps(config))  # JSON is YAML
-        port = _free_port()
+        port = free_port()
         log = (base / "prometheus.log").open("wb")
         prom = subprocess.Popen(
             [

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import need_tool
+from tests.conftest import free_port, need_tool
 from tests.fleet import Fleet, metric, scrape, sha256, wait_for
 from tests.nspawn import Container
 
@@ -217,14 +217,6 @@ def _install_units(ct: Container) -> None:
     ct.run("systemctl", "daemon-reload")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def booted(rootfs: Path, published: tuple[Fleet, bytes, str], tmp_path: Path) -> Iterator[Booted]:
     """A freshly booted container with the units installed, the agent enabled and started."""
@@ -370,7 +362,7 @@ def test_tracker_unit_serves(container: Container) -> None:
     """The tracker under DynamicUser= and the same sandbox answers /healthz and /metrics (from the host);
     its listen address comes from /etc/swarmupdate/tracker.env."""
     ct = container
-    port = _free_port()
+    port = free_port()
     env = (SERVICE / "tracker.env").read_text().replace("0.0.0.0:7070", f"127.0.0.1:{port}")
     assert f"127.0.0.1:{port}" in env
     ct.put("/etc/swarmupdate/tracker.env", env)
