@@ -222,7 +222,7 @@ class SwarmRuntime:
         event: Event
         with scope:
             try:
-                if await anyio.to_thread.run_sync(self.store.has, ref.sha256):
+                if self.store.has(ref.sha256):  # an in-memory index: no need for a thread
                     nbytes = 0  # an endgame twin or another swarm stored it meanwhile
                 else:
                     if peer_id is None:
@@ -232,7 +232,7 @@ class SwarmRuntime:
                         if peer is None:
                             raise FetchError("error", f"peer {peer_id} is gone")
                         url = chunk_url(peer.url, ref.sha256, origin=False)
-                    nbytes = await self.client.fetch_chunk(url, ref, self.store)
+                    nbytes = await self.client.fetch_chunk(url, ref, self.store, origin=peer_id is None)
             except FetchError as exc:
                 if exc.kind == "corrupt":
                     self.metrics.verification_failures.labels(source).inc()

@@ -1,4 +1,7 @@
-"""The client side of the peer protocol (and chunk fetches from the origin): async httpx.
+"""The client side of the peer protocol (and chunk fetches from the origin).
+
+Requests to peers (``http://`` URLs) go through the lean client of :mod:`swarmupdate.net.http1`; the
+origin, which may be any web server, CDN or proxy, and ``https://`` peers go through httpx.
 
 Every failure becomes a :class:`~swarmupdate.errors.FetchError` whose ``kind`` the swarm core
 acts on; httpx never leaks out of this module. Chunk bytes go straight into a store writer that
@@ -9,7 +12,7 @@ is cut off at once and nothing unverified becomes visible.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import anyio
@@ -18,6 +21,7 @@ import httpx
 from swarmupdate import __version__
 from swarmupdate.errors import ChunkVerificationError, FetchError, RemoteDataError, StoreError
 from swarmupdate.model import ChunkRef, PeerInfo, is_sha256_hex
+from swarmupdate.net.http1 import Http1Pool, Http1Response, HttpConnectError, HttpError
 from swarmupdate.net.peer_server import PEER_HEADER, peer_header
 from swarmupdate.swarm.bitfield import Bitfield
 
@@ -25,6 +29,7 @@ __all__ = ["PeerClient", "chunk_url", "parse_peer_list"]
 
 _MAX_JSON = 256 * 1024
 _READ = 256 * 1024
+_MAX_ERROR_BODY = 4096
 
 
 class _Writer(Protocol):
@@ -64,19 +69,28 @@ class PeerClient:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
             follow_redirects=False,
         )
+        self._peers = Http1Pool(
+            connect_timeout=connect_timeout,
+            headers={"User-Agent": f"swarmupdate/{__version__}"},
+        )
 
     async def aclose(self) -> None:
+        await self._peers.aclose()
         await self._http.aclose()
 
-    async def fetch_chunk(self, url: str, ref: ChunkRef, store: _Store) -> int:
+    async def fetch_chunk(self, url: str, ref: ChunkRef, store: _Store, *, origin: bool = False) -> int:
         """GET ``url`` into ``store`` as chunk ``ref``; returns the bytes stored.
+
+        ``origin``: the URL is the origin's (fetched with httpx, whatever its scheme).
 
         Raises:
             FetchError: with kind corrupt, missing, busy, timeout or error.
             StoreError: the local disk refused (not the peer's fault).
         """
         with anyio.move_on_after(self.request_timeout) as scope:
-            return await self._fetch_chunk(url, ref, store)
+            if origin or not url.startswith("http://"):
+                return await self._fetch_chunk(url, ref, store)
+            return await self._fetch_chunk_lean(url, ref, store)
         if scope.cancelled_caught:
             raise FetchError("timeout", f"{url}: not complete after {self.request_timeout:.0f}s")
         raise AssertionError("unreachable")  # pragma: no cover
@@ -84,7 +98,7 @@ class PeerClient:
     async def _fetch_chunk(self, url: str, ref: ChunkRef, store: _Store) -> int:
         try:
             async with self._http.stream("GET", url) as response:
-                _check_status(response, url)
+                _check_status(response.status_code, response.headers, url)
                 declared = response.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) != ref.length:
                     raise FetchError(
@@ -113,13 +127,52 @@ class PeerClient:
         except StoreError:
             raise
 
+    async def _fetch_chunk_lean(self, url: str, ref: ChunkRef, store: _Store) -> int:
+        try:
+            async with self._peers.get(url) as response:
+                await _check_lean_status(response, url)
+                if response.length != ref.length:
+                    raise FetchError(
+                        "corrupt", f"{url}: Content-Length {response.length}, signed length {ref.length}"
+                    )
+                writer: _Writer = store.writer(ref)
+                try:
+                    async for piece in response.iter_body(_READ):
+                        if self.download_pace is not None:
+                            await self.download_pace(len(piece))
+                        writer.write(piece)
+                    await anyio.to_thread.run_sync(writer.commit)
+                except BaseException:
+                    writer.abort()
+                    raise
+                return ref.length
+        except ChunkVerificationError as exc:
+            raise FetchError("corrupt", f"{url}: {exc}") from exc
+        except HttpConnectError as exc:
+            raise FetchError("error", str(exc)) from exc
+        except HttpError as exc:
+            # a malformed or short response: bad data from this peer
+            raise FetchError("corrupt", str(exc)) from exc
+
     async def _get_small(self, url: str, *, hint: bool = False) -> bytes:
         headers = (
             {PEER_HEADER: peer_header(self.me)} if hint and self.me is not None and self.me.url else None
         )
+        if url.startswith("http://"):
+            try:
+                with anyio.fail_after(self.request_timeout):
+                    async with self._peers.get(url, headers) as response:
+                        await _check_lean_status(response, url)
+                        return await response.read(_MAX_JSON)
+            except TimeoutError as exc:
+                raise FetchError("timeout", f"{url}: timed out") from exc
+            except HttpConnectError as exc:
+                raise FetchError("error", str(exc)) from exc
+            except HttpError as exc:
+                raise FetchError("corrupt", str(exc)) from exc
         try:
             async with self._http.stream("GET", url, headers=headers) as response:
-                _check_status(response, url)
+                _check_status(response.status_code, response.headers, url)
                 body = bytearray()
                 async for piece in response.aiter_bytes():
                     body += piece
@@ -178,14 +231,20 @@ def parse_peer_list(data: bytes, source: str) -> list[PeerInfo]:
     return out
 
 
-def _check_status(response: httpx.Response, url: str) -> None:
-    status = response.status_code
+async def _check_lean_status(response: Http1Response, url: str) -> None:
+    if response.status != 200:
+        if response.length <= _MAX_ERROR_BODY:
+            await response.read(_MAX_ERROR_BODY)  # so that the connection can be used again
+        _check_status(response.status, response.headers, url)
+
+
+def _check_status(status: int, headers: Mapping[str, str], url: str) -> None:
     if status == 200:
         return
     if status == 404:
         raise FetchError("missing", f"{url}: 404")
     if status == 429:
-        retry = response.headers.get("retry-after", "")
+        retry = headers.get("retry-after", "")
         raise FetchError("busy", f"{url}: 429", float(retry) if retry.isdigit() else None)
     raise FetchError("error", f"{url}: HTTP {status}")
 

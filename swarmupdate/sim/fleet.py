@@ -27,6 +27,7 @@ Not modelled: peer exchange (``/peers``), request timeouts, rate limits.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import random
@@ -51,10 +52,13 @@ from swarmupdate.swarm.events import (
     RequestChunk,
     SwarmSize,
 )
+from swarmupdate.swarm.policy import peer_chunk_hash
 
 __all__ = ["MBIT", "MIB", "SimConfig", "Simulator", "simulate"]
 
 MIB = 1 << 20
+#: the simulated release's swarm id (it picks the swarm's origin pullers)
+SWARM = "sim-swarm"
 #: one megabit per second, in bytes per second
 MBIT = 1_000_000 / 8
 
@@ -187,6 +191,8 @@ class Simulator:
         ]
         self._by_id = {a.info.peer_id: a for a in (*self._agents, *self._adversaries)}
         self._registered: list[_Agent] = []
+        #: registered agents by their (swarm, agent) hash: the first ones are the swarm's origin pullers
+        self._ranked: list[tuple[float, str, _Agent]] = []
         self._registered_ids: set[str] = set()
         self._unfinished = config.agents
         self._fleet_size = config.agents + config.adversaries if config.fleet_swarm else 0
@@ -238,6 +244,8 @@ class Simulator:
         if agent.info.peer_id not in self._registered_ids:
             self._registered_ids.add(agent.info.peer_id)
             self._registered.append(agent)
+            rank = peer_chunk_hash(SWARM, agent.info.peer_id)
+            bisect.insort(self._ranked, (rank, agent.info.peer_id, agent), key=lambda e: (e[0], e[1]))
 
     def _announce(self, agent: _Agent) -> None:
         self.announces.append(self._queue.now)
@@ -248,8 +256,12 @@ class Simulator:
     def _tracker_answer(self, agent: _Agent) -> None:
         want = self.config.tracker_peers
         pool = self._registered
-        picked = self._rng.sample(pool, min(want + 1, len(pool)))
-        peers = tuple(p.info for p in picked if p is not agent)[:want]
+        # the swarm's origin pullers first, as the real tracker hands them out, then a random sample
+        count = self.config.download.origin_puller_count
+        firsts = [a for _, _, a in self._ranked[: count + 1] if a is not agent][:count]
+        picked = firsts + self._rng.sample(pool, min(want + 1, len(pool)))
+        unique = {p.info.peer_id: p.info for p in picked if p is not agent}
+        peers = tuple(unique.values())[: max(want, len(firsts))]
         self._queue.push(self._queue.now + self.config.latency, self._on_tracker, agent, peers, len(pool))
 
     def _on_tracker(self, agent: _Agent, peers: tuple[PeerInfo, ...], size: int) -> None:
@@ -257,7 +269,13 @@ class Simulator:
         cfg = self.config
         if agent.dl is None:
             agent.dl = Download(
-                self.chunks, (), agent.info.peer_id, cfg.download, now=now, rng=random.Random(agent.seed)
+                self.chunks,
+                (),
+                agent.info.peer_id,
+                cfg.download,
+                now=now,
+                rng=random.Random(agent.seed),
+                salt=SWARM,
             )
         # the real agent's floor: a release's swarm grows to about the fleet's size
         events: list[Event] = [SwarmSize(max(size, self._fleet_size))]

@@ -17,10 +17,20 @@ class DownloadConfig:
     max_inflight: int = 16
     #: requests in flight to the origin
     origin_max_inflight: int = 4
+    #: chunks on their way from the origin to the swarm, fleet-wide, ahead of a designated pull
+    #: (see Download._origin_pipeline)
+    origin_window: int = 4
+    #: an agent that is not alone in its swarm waits this long before its first origin pull, to learn
+    #: the peers that joined with it (and so who pulls what)
+    origin_start_delay: float = 1.0
     #: how long the first non-designated agent waits for a chunk to show up at a peer (later ones in
     #: hash order wait longer: see swarmupdate.swarm.policy)
     origin_fallback_delay: float = 10.0
-    #: k: expected number of agents that pull each chunk from the origin first
+    #: agents of a swarm that pull from the origin: those with the lowest (swarm, agent) hash, each
+    #: chunk by the one of them with the lowest (chunk, agent) hash (see swarmupdate.swarm.policy)
+    origin_puller_count: int = 16
+    #: k: agents per fallback rank, for a chunk its owner does not bring (about k fall back first,
+    #: 2k after twice the delay, ...)
     origin_pullers: float = 1.5
     #: how often to re-ask a peer for its bitfield while downloading
     bitfield_interval: float = 1.0
@@ -40,7 +50,14 @@ class DownloadConfig:
     drop_after_timeouts: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("per_peer_inflight", "max_inflight", "origin_max_inflight", "endgame_duplicates"):
+        for name in (
+            "per_peer_inflight",
+            "max_inflight",
+            "origin_max_inflight",
+            "origin_window",
+            "origin_puller_count",
+            "endgame_duplicates",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"DownloadConfig.{name} must be >= 1")
         for name in ("drop_after_errors", "drop_after_timeouts"):
@@ -50,5 +67,5 @@ class DownloadConfig:
             raise ValueError("DownloadConfig.origin_pullers must be > 0")
         if not self.bitfield_interval > 0:
             raise ValueError("DownloadConfig.bitfield_interval must be > 0")
-        if self.origin_fallback_delay < 0 or self.busy_backoff < 0:
+        if self.origin_fallback_delay < 0 or self.busy_backoff < 0 or self.origin_start_delay < 0:
             raise ValueError("DownloadConfig delays must be >= 0")

@@ -6,14 +6,15 @@ simulator (:mod:`swarmupdate.sim`) drives the very same class.
 
 Each step, after applying the event:
 
-1. Origin. A chunk no live peer holds may go to the origin: at once when this agent is designated for it
-   (:func:`~swarmupdate.swarm.policy.origin_first`) and knows no live peer designated before it, when it
-   knows the whole swarm and has the lowest hash of all, or when no live peer is known at all; otherwise
-   after the wait of its rank
-   (:func:`~swarmupdate.swarm.policy.fallback_wait`, ``origin_fallback_delay`` for the first in line).
-   The wait of chunk ``i`` counts from when ``i`` was last held by a live peer, or from the start of the
-   download: making progress on other chunks does not postpone a chunk nobody has, and losing the only
-   holder restarts the clock instead of sending everyone to the origin at once.
+1. Origin. A chunk no live peer holds may go to the origin: at once when this agent owns it (it is the
+   puller of the swarm that ranks first for the chunk, :mod:`swarmupdate.swarm.policy`) or when it is
+   alone in its swarm; otherwise after the wait of its rank (:func:`~swarmupdate.swarm.policy.fallback_wait`,
+   at least ``origin_fallback_delay``). The owners of the chunks pull them in one order shared by the
+   whole fleet, with at most ``origin_window`` chunks on their way from the origin at once (see
+   ``_origin_pipeline``), and nobody pulls before ``origin_start_delay`` unless alone. A fallback wait
+   counts from when the chunk's turn in that order came and it was held by no live peer: making
+   progress on other chunks does not postpone a chunk nobody has, and losing the only holder restarts
+   the clock instead of sending everyone to the origin at once.
 2. Peers. Rarest first over the live peers' bitfields (ties in a random order fixed per download), each
    chunk from the best-scored peer that holds it and has a free slot and is not backing off.
 3. Endgame. When every missing chunk is in flight, chunks with fewer than ``endgame_duplicates`` copies in
@@ -27,9 +28,10 @@ only draws more 429s.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from swarmupdate.model import ChunkRef, PeerInfo
 from swarmupdate.swarm.bitfield import Bitfield
@@ -51,7 +53,7 @@ from swarmupdate.swarm.events import (
 )
 from swarmupdate.swarm.peers import PeerState, PeerTable
 from swarmupdate.swarm.picker import Availability, MaskCodec, random_priorities, rarest_first
-from swarmupdate.swarm.policy import fallback_wait, peer_chunk_hash
+from swarmupdate.swarm.policy import chunk_owner, fallback_wait, peer_chunk_hash, pullers
 
 __all__ = [
     "Action",
@@ -102,9 +104,11 @@ class Download:
         rng: random.Random | None = None,
         peers: Iterable[PeerInfo] = (),
         swarm_size: int = 0,
+        salt: str = "",
     ) -> None:
         """Start a download of ``chunks``, already holding the indexes in ``have``.
 
+        ``salt`` is the swarm id: it picks the swarm's origin pullers (the same on every agent).
         ``peers`` and ``swarm_size`` seed the peer table as PeerSeen and SwarmSize events would; the
         first :meth:`poll` (due at once) asks them for their bitfields. Give what the tracker said
         here, or through :meth:`handle_all`, before the first poll: a download that knows no peer at
@@ -112,6 +116,7 @@ class Download:
         """
         self._chunks = tuple(chunks)
         self._self_id = self_id
+        self._salt = salt
         self._config = config
         rng = rng if rng is not None else random.Random(self_id)
         n = len(self._chunks)
@@ -150,9 +155,21 @@ class Download:
 
         self._swarm_size = max(swarm_size, 0)
         self._view_version = 0
+        self._pullers_cache: tuple[int, list[str]] | None = None
+        #: chunk owners among a list of pullers (that very list object)
+        self._owners: tuple[list[str] | None, dict[int, str | None]] = (None, {})
         self._own_hash: list[float | None] = [None] * n
-        self._pair_hash: dict[tuple[int, str], float] = {}
         self._wait_cache: dict[int, tuple[int, float]] = {}
+        #: no origin pull before this unless alone: time to learn who else is pulling (see _origin_pipeline)
+        self._origin_start = now + config.origin_start_delay
+        #: every agent's order of origin pulls: by digest (see _origin_pipeline)
+        by_digest = sorted(range(n), key=lambda i: self._chunks[i].sha256)
+        self._origin_order = [0] * n
+        for pos, i in enumerate(by_digest):
+            self._origin_order[i] = pos
+        self._owned_cache: tuple[int, int] | None = None
+        #: when each chunk's turn in the origin pipeline came (see _origin_pipeline)
+        self._origin_turn: dict[int, float] = {}
         self._origin_memo: tuple[int, int, float] | None = None
         self._origin_memo_at = math.inf
 
@@ -421,12 +438,14 @@ class Download:
         self, now: float, free: int, want: int, actions: list[Action]
     ) -> tuple[int, int, float]:
         """Ask the origin for chunks no live peer holds, when their wait is over."""
-        lonely = self._peers.active_count == 0
+        lonely = self._peers.active_count == 0 and self._swarm_size <= 1
         candidates = want if lonely else want & ~self._avail.visible
         if not candidates:
             return free, want, math.inf
         if now < self._origin_backoff_until:
             return free, want, self._origin_backoff_until
+        if not lonely and now < self._origin_start:
+            return free, want, self._origin_start
         busy = -math.inf if lonely else self._origin_busy_until()
         # Nothing to do before the earliest wait ends, unless the candidates, the view or how busy
         # the origin is changed. (A chunk's clock only ever restarts later, so a stale memo can only
@@ -438,12 +457,18 @@ class Download:
         ready: list[tuple[float, int]] = []
         unseen_since = self._avail.unseen_since
         settle = -math.inf if lonely else self._settle_until(now)
+        ahead = None if lonely else self._origin_pipeline(candidates)
         for i in self._codec.indexes(candidates):
             if lonely:
                 at = now
             else:
                 wait = self._origin_wait(i)
                 at = max(unseen_since[i] + wait, settle, busy if wait > 0 else -math.inf)
+                if ahead is not None and ahead(i) >= self._config.origin_window:
+                    continue  # the fleet's origin pipeline is full: an arrival or a view change reopens it
+                # a fallback waits from when the chunk's turn came, not from the start
+                turn = self._origin_turn.setdefault(i, now)
+                at = max(at, turn + wait)
             if at <= now:
                 ready.append((at, i))
             elif at < wake:
@@ -451,8 +476,8 @@ class Download:
         if not ready:
             self._origin_memo, self._origin_memo_at = memo, wake
             return free, want, wake
-        prio = self._prio
-        ready.sort(key=lambda e: (e[0], prio[e[1]]))
+        order = self._origin_order
+        ready.sort(key=lambda e: (e[0], order[e[1]]))
         room = self._config.origin_max_inflight - self._origin_inflight
         for _, i in ready:
             if room <= 0 or free <= 0:
@@ -553,33 +578,79 @@ class Download:
     # --- origin policy ------------------------------------------------------------------------------
 
     def _origin_wait(self, i: int) -> float:
-        """How long chunk ``i`` must have been held by no live peer before this agent asks the origin."""
+        """How long chunk ``i`` must have been held by no live peer before this agent asks the origin:
+        0 when this agent owns it (see :mod:`swarmupdate.swarm.policy`), else its fallback wait."""
         cached = self._wait_cache.get(i)
         if cached is not None and cached[0] == self._view_version:
             return cached[1]
         cfg = self._config
         sha = self._chunks[i].sha256
-        own = self._own_hash[i]
-        if own is None:
-            own = self._own_hash[i] = peer_chunk_hash(sha, self._self_id)
-        swarm = self.swarm_estimate
-        rank = own * swarm / cfg.origin_pullers
-        # Knowing every member of the swarm, an agent can tell exactly who has the lowest hash: that
-        # one pulls at once, even when nobody is below the threshold (no fallback wait for that chunk).
-        full_view = self._peers.active_count + 1 >= swarm
-        if rank < 1.0 or full_view:
-            # A known live peer with a lower hash is designated before us and pulls the chunk at once:
-            # leave it to that one and only step in after the fallback delay.
-            if not self._lower_peer_known(i, sha, own):
-                wait = 0.0
-            elif rank < 1.0:
-                wait = cfg.origin_fallback_delay
-            else:
-                wait = fallback_wait(rank, cfg.origin_fallback_delay)
+        group = self._pullers()
+        owners = self._owners
+        if owners[0] is not group:
+            owners = self._owners = (group, {})
+        owner = owners[1].get(i, "")
+        if owner == "":
+            owner = owners[1][i] = chunk_owner(sha, group)
+        if owner == self._self_id:
+            wait = 0.0
         else:
+            own = self._own_hash[i]
+            if own is None:
+                own = self._own_hash[i] = peer_chunk_hash(sha, self._self_id)
+            rank = own * self.swarm_estimate / cfg.origin_pullers
             wait = fallback_wait(rank, cfg.origin_fallback_delay)
         self._wait_cache[i] = (self._view_version, wait)
         return wait
+
+    def _pullers(self) -> list[str]:
+        """The swarm's origin pullers as far as this agent knows: the lowest swarm hashes among the
+        live peers and itself."""
+        cached = self._pullers_cache
+        if cached is not None and cached[0] == self._view_version:
+            return cached[1]
+        ids = [p.peer_id for p in self._peers.live()]
+        ids.append(self._self_id)
+        found = pullers(self._salt, ids, self._config.origin_puller_count)
+        if self._pullers_cache is not None and self._pullers_cache[1] == found:
+            found = self._pullers_cache[1]  # the same object: the chunk owners stay cached
+        self._pullers_cache = (self._view_version, found)
+        return found
+
+    def _origin_pipeline(self, candidates: int) -> Callable[[int], int] | None:
+        """How many chunks ahead of a chunk are on their way from the origin to the swarm.
+
+        Every agent orders the chunks the same way (by digest) and pulls the ones it owns in that
+        order; a chunk "ahead" of chunk ``i`` comes before it, no live peer holds it yet, and this
+        agent or a known live peer owns it. The origin shares its uplink among every request in
+        flight, so when the whole fleet asked at once, every chunk would arrive at the very end and
+        nothing could be passed on before: keeping only ``origin_window`` chunks ahead makes the
+        origin send them one after another, each passed on while the next one comes.
+        """
+        bit = self._codec.bit
+        mine = 0
+        for j, srcs in self._requests.items():
+            if None in srcs:
+                mine |= bit[j]
+        blocking = (self._missing & ~self._avail.visible & self._owned_by_peers()) | mine
+        if blocking.bit_count() < self._config.origin_window:
+            return None
+        order = self._origin_order
+        ahead = sorted(order[j] for j in self._codec.indexes(blocking))
+        return lambda i: bisect.bisect_left(ahead, order[i])
+
+    def _owned_by_peers(self) -> int:
+        """The missing chunks that a known live peer, not this agent, pulls from the origin."""
+        cached = self._owned_cache
+        if cached is not None and cached[0] == self._view_version:
+            return cached[1]
+        mask = 0
+        bit = self._codec.bit
+        for i in self._codec.indexes(self._missing):
+            if self._origin_wait(i) > 0:
+                mask |= bit[i]
+        self._owned_cache = (self._view_version, mask)
+        return mask
 
     def _origin_busy_until(self) -> float:
         """Until when fallback pulls wait because the origin is slow for everyone.
@@ -608,17 +679,6 @@ class Download:
             if not p.known and now < p.seen_at + interval and p.seen_at + interval > until:
                 until = p.seen_at + interval
         return until
-
-    def _lower_peer_known(self, i: int, sha: str, own: float) -> bool:
-        cache = self._pair_hash
-        for p in self._peers.live():
-            key = (i, p.peer_id)
-            h = cache.get(key)
-            if h is None:
-                h = cache[key] = peer_chunk_hash(sha, p.peer_id)
-            if h < own:
-                return True
-        return False
 
     # --- bookkeeping --------------------------------------------------------------------------------
 

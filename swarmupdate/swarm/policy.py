@@ -1,34 +1,50 @@
 """Who pulls a chunk from the origin, and when: keeps origin egress near one copy with no coordinator. Pure.
 
-Every agent hashes (chunk, agent id) to a number ``h`` in [0, 1). With ``N`` agents in the swarm, the
-hashes of one chunk are N independent uniform draws, so ``h < k/N`` holds for about ``k`` of them
-whatever each agent's partial view of the swarm: those agents are *designated* and pull the chunk from
-the origin at once. Rendezvous ranking over the peers an agent happens to know would not do: with 50
-known peers out of thousands, many agents believe they rank first.
+**Pullers.** Every agent hashes (swarm id, agent id) to a number in [0, 1); the ``count`` agents of a
+swarm with the lowest numbers are its *pullers*, and each chunk is pulled by the puller with the
+lowest hash of (chunk, agent id). Every agent that knows the same pullers computes the same owner for
+every chunk, so each chunk leaves the origin once. Trackers make that knowledge common: every answer
+to an announce carries the swarm's pullers (:mod:`swarmupdate.tracker.store`), whatever else it
+samples. A tracker that lies about them, or an agent that has not heard of them yet, can only make a
+chunk come twice or late, never make anyone accept a byte that is not signed.
 
-``rank = h * N / k`` extends this to everyone: about ``k`` agents have a rank below 1, about ``2k`` below 2,
-and so on. A chunk that no designated agent brings (probability ``exp(-k)``) is pulled by the agents in
-rank order, the agent of rank ``r >= 1`` waiting ``delay * (1 + log2 r)``: the first waits ``delay``,
-the following ones come at a rate of about ``k`` per ``delay`` doubling every ``delay`` (so a swarm size
-reported too large costs a logarithmic, not linear, wait). As soon as one of them has the chunk the
-others see it in bitfields and stop waiting, so a lost designated puller costs about one more copy,
+Rendezvous over the peers an agent merely *happens* to know would not do: with 50 known peers out of
+thousands, many agents believe they rank first, and the origin sends many copies.
+
+**Fallback.** A chunk that its owner does not bring (dead, slow, or a puller nobody heard of) is pulled
+by the other agents in rank order, ``rank = hash(chunk, agent) * N / k``: about ``k`` agents have a
+rank below 1, ``2k`` below 2, and so on; the agent of rank ``r`` waits ``delay * max(1, 1 + log2 r)``
+(so a swarm size reported too large costs a logarithmic, not linear, wait). As soon as one of them has
+the chunk the others see it in bitfields and stop waiting, so a lost owner costs about one more copy,
 never one per agent.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
+from collections.abc import Iterable
 
-__all__ = ["fallback_wait", "origin_first", "origin_rank", "peer_chunk_hash"]
+__all__ = ["chunk_owner", "fallback_wait", "origin_rank", "peer_chunk_hash", "pullers"]
 
 _SCALE = float(1 << 64)
 
 
 def peer_chunk_hash(chunk_sha: str, peer_id: str) -> float:
-    """A uniform number in [0, 1) fixed by (chunk, peer); the same on every agent."""
+    """A uniform number in [0, 1) fixed by (chunk or swarm id, peer); the same on every agent."""
     digest = hashlib.sha256(f"{chunk_sha}\0{peer_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / _SCALE
+
+
+def pullers(swarm: str, peer_ids: Iterable[str], count: int) -> list[str]:
+    """The ``count`` ids with the lowest (swarm, id) hash, lowest first: the swarm's origin pullers."""
+    return [p for _, p in heapq.nsmallest(count, ((peer_chunk_hash(swarm, p), p) for p in peer_ids))]
+
+
+def chunk_owner(chunk_sha: str, puller_ids: Iterable[str]) -> str | None:
+    """The puller that pulls this chunk from the origin (None when there are no pullers)."""
+    return min(puller_ids, key=lambda p: (peer_chunk_hash(chunk_sha, p), p), default=None)
 
 
 def origin_rank(chunk_sha: str, peer_id: str, swarm_size: int, k: float) -> float:
@@ -38,17 +54,6 @@ def origin_rank(chunk_sha: str, peer_id: str, swarm_size: int, k: float) -> floa
     return peer_chunk_hash(chunk_sha, peer_id) * max(swarm_size, 1) / k
 
 
-def origin_first(chunk_sha: str, peer_id: str, swarm_size: int, k: float) -> bool:
-    """True when this agent is one of the ~``k`` that pull this chunk from the origin at once.
-
-    ``swarm_size`` is the caller's best estimate of the swarm size (the tracker's count, or the known peers
-    plus one when that is larger); values below 1 count as 1, so a lone agent is always designated.
-    """
-    return origin_rank(chunk_sha, peer_id, swarm_size, k) < 1.0
-
-
 def fallback_wait(rank: float, delay: float) -> float:
-    """How long an agent of this rank waits for a chunk to show up at a peer before asking the origin."""
-    if rank < 1.0:
-        return 0.0
-    return delay * (1.0 + math.log2(rank))
+    """How long an agent of this rank waits for a chunk its owner did not bring before asking the origin."""
+    return delay * max(1.0, 1.0 + math.log2(rank)) if rank > 0 else delay
