@@ -121,14 +121,14 @@ def test_tracker_load_counts_announces_per_second() -> None:
     assert load.fleet_per_s == pytest.approx(30 / 30.0)
 
 
-def test_fleet_size_is_a_floor_for_early_joiners() -> None:
-    # agents start over 5 s: the first ones see a tiny release swarm, and without the fleet's size as a
-    # floor each of them believes it is designated for most chunks
-    cfg = SimConfig(agents=40, size=16 * MIB, chunks=16, start_jitter=5.0, seed=4)
-    with_floor = simulate(cfg)
-    without = simulate(replace(cfg, fleet_swarm=False))
-    assert with_floor.all_complete and without.all_complete
-    assert with_floor.origin_copies < without.origin_copies
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_agents_joining_over_ten_seconds_still_pull_about_one_copy(seed: int) -> None:
+    # the first agents see a tiny release swarm and own every chunk until lower-hash pullers join: a
+    # chunk on its way from the origin when its owner changes can come twice, but only those
+    cfg = SimConfig(agents=40, size=16 * MIB, chunks=16, start_jitter=10.0, seed=seed)
+    result = simulate(cfg)
+    assert result.all_complete
+    assert result.origin_copies <= 1.25
 
 
 def test_slow_origin_is_not_asked_for_the_same_chunk_twice() -> None:

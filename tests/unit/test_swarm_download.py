@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections import Counter
@@ -28,7 +29,7 @@ from swarmupdate.swarm.download import (
     RequestChunk,
     SwarmSize,
 )
-from swarmupdate.swarm.policy import fallback_wait, origin_first, origin_rank
+from swarmupdate.swarm.policy import chunk_owner, fallback_wait, origin_rank, peer_chunk_hash, pullers
 
 MIB = 1 << 20
 
@@ -53,13 +54,16 @@ def bitfield_asks(actions: Iterable[Action]) -> list[str]:
     return [a.peer_id for a in actions if isinstance(a, RequestBitfield)]
 
 
-def not_designated(refs: Sequence[ChunkRef], swarm: int, k: float = 1.5, prefix: str = "me") -> str:
-    """An agent id that is designated for none of these chunks in a swarm of this size."""
-    for n in range(10_000):
-        candidate = f"{prefix}-{n}"
-        if not any(origin_first(c.sha256, candidate, swarm, k) for c in refs):
-            return candidate
-    raise AssertionError("no such id")
+def not_puller(others: Iterable[str], prefix: str = "me") -> str:
+    """An agent id whose swarm hash is above the lowest of ``others``: with one puller, it pulls nothing."""
+    lowest = min(peer_chunk_hash("", p) for p in others)
+    return next(f"{prefix}-{n}" for n in range(10_000) if peer_chunk_hash("", f"{prefix}-{n}") > lowest)
+
+
+def owned(refs: Sequence[ChunkRef], me: str, others: Iterable[str], count: int = 16) -> set[int]:
+    """The chunks that ``me`` pulls from the origin when it and ``others`` are all it knows."""
+    group = pullers("", [me, *others], count)
+    return {i for i, c in enumerate(refs) if chunk_owner(c.sha256, group) == me}
 
 
 def with_peers(
@@ -74,11 +78,11 @@ def with_peers(
 ) -> tuple[Download, list[Action]]:
     """A download whose peers have answered with their bitfields, and what it did first.
 
-    The agent id is chosen so that it is designated for no chunk: nothing goes to the origin.
+    The swarm has one origin puller, and the agent id is chosen not to be it: nothing goes to the origin.
     """
     refs = chunks(n)
-    cfg = config or DownloadConfig()
-    me = not_designated(refs, swarm, cfg.origin_pullers)
+    cfg = dataclasses.replace(config or DownloadConfig(), origin_puller_count=1)
+    me = not_puller(holdings)
     dl = Download(refs, have, me, cfg, now=0.0, rng=random.Random(seed))
     events: list[Event] = [SwarmSize(swarm)]
     events += [PeerSeen(peer(p, (sites or {}).get(p, ""))) for p in holdings]
@@ -470,49 +474,40 @@ def test_with_no_peers_every_chunk_goes_to_the_origin_at_once() -> None:
     assert fetched == set(range(10)) - {2}
 
 
-def test_designated_agent_pulls_at_once_others_wait() -> None:
+def test_the_owner_pulls_after_the_start_delay_others_wait() -> None:
     refs = chunks(30)
-    swarm = 10
-    cfg = DownloadConfig(origin_pullers=1.5, origin_max_inflight=30, max_inflight=30)
-    me = "agent-7"
-    designated = {i for i, c in enumerate(refs) if origin_first(c.sha256, me, swarm, 1.5)}
-    assert designated, "pick another id"
+    cfg = DownloadConfig(origin_max_inflight=30, max_inflight=30, origin_window=30, origin_start_delay=1.0)
+    me, other = "agent-7", "agent-8"
+    mine = owned(refs, me, [other])
+    assert mine and len(mine) < 30, "pick other ids"
     dl = Download(refs, (), me, cfg, now=0.0)
-    # a peer that is not designated before us for any chunk
-    other = next(
-        f"p{n}"
-        for n in range(1000)
-        if all(
-            origin_rank(refs[i].sha256, f"p{n}", swarm, 1.5) > origin_rank(refs[i].sha256, me, swarm, 1.5)
-            for i in designated
-        )
-    )
     # nothing goes to the origin before the peer has said what it holds ...
-    assert requests(dl.handle_all([SwarmSize(swarm), PeerSeen(peer(other))], 0.0)) == []
-    # ... then the designated chunks do, at once
-    actions = dl.handle(BitfieldUpdate(other, Bitfield(30)), 0.05)
-    assert {i for i, src in requests(actions) if src is None} == designated
+    assert requests(dl.handle_all([SwarmSize(10), PeerSeen(peer(other))], 0.0)) == []
+    # ... nor before the start delay, to learn who else joined ...
+    assert requests(dl.handle(BitfieldUpdate(other, Bitfield(30)), 0.05)) == []
+    assert dl.next_wakeup(0.05) == pytest.approx(1.0)
+    # ... then the chunks it owns do, and only those
+    assert {i for i, src in requests(dl.poll(1.0)) if src is None} == mine
 
 
 def test_origin_waits_for_the_bitfields_of_peers_just_seen_but_not_for_long() -> None:
     refs = chunks(16)
-    dl = Download(refs, (), "late", DownloadConfig(bitfield_interval=1.0), now=0.0)
+    cfg = DownloadConfig(bitfield_interval=1.0, origin_window=16, origin_start_delay=0.5)
+    dl = Download(refs, (), "late", cfg, now=0.0)
     # the tracker's answer, fed one event at a time as an I/O layer might: no decision before the
-    # peers have said what they hold, even though "late" is designated for everything in a swarm of 2
+    # peers have said what they hold
     assert requests(dl.handle(PeerSeen(peer("early")), 0.0)) == []
     assert requests(dl.handle(PeerSeen(peer("mute")), 0.0)) == []
     assert requests(dl.handle(SwarmSize(3), 0.0)) == []
     # early holds half the chunks: those come from it; the others may go to the origin once mute has
-    # had a bitfield interval to answer (the ones "late" ranks first for among the three it knows)
+    # had a bitfield interval to answer (the ones "late" owns among the three it knows)
     actions = dl.handle(BitfieldUpdate("early", Bitfield(16, range(8))), 0.05)
     assert [src for _, src in requests(actions)] == ["early"]
-    assert dl.next_wakeup(0.05) == pytest.approx(1.0)
+    assert dl.next_wakeup(0.05) == pytest.approx(0.5)
+    assert requests(dl.poll(0.5)) == []
+    assert dl.next_wakeup(0.5) == pytest.approx(1.0)
     assert requests(dl.poll(0.99)) == []
-    first = {
-        i
-        for i in range(8, 16)
-        if min(["late", "early", "mute"], key=lambda p: origin_rank(refs[i].sha256, p, 3, 1.5)) == "late"
-    }
+    first = owned(refs, "late", ["early", "mute"]) - set(range(8))
     assert first, "pick other names"
     assert sorted(requests(dl.poll(1.0))) == [(i, None) for i in sorted(first)]
 
@@ -527,51 +522,60 @@ def test_peers_given_to_the_constructor_are_asked_at_the_first_poll() -> None:
     assert requests(actions) == []
 
 
-def test_designated_agent_defers_to_a_known_lower_peer() -> None:
-    refs = chunks(1)
-    sha = refs[0].sha256
-    swarm = 3
-    ids = sorted((f"x{n}" for n in range(200)), key=lambda p: origin_rank(sha, p, swarm, 1.5))
-    low, me = ids[0], ids[1]
-    assert origin_first(sha, me, swarm, 1.5)
-    cfg = DownloadConfig(origin_fallback_delay=10.0)
-    dl = Download(refs, (), me, cfg, now=0.0)
-    actions = dl.handle_all([SwarmSize(swarm), PeerSeen(peer(low))], 0.0)
-    assert requests(actions) == []
-    assert dl.next_wakeup(0.0) == pytest.approx(1.0)  # the bitfield round comes first
-    assert requests(dl.poll(9.9)) == []
-    assert requests(dl.poll(10.0)) == [(0, None)]
-
-
-def test_an_agent_that_knows_the_whole_swarm_pulls_only_the_chunks_it_ranks_first_for() -> None:
+def test_agents_that_know_each_other_pull_every_chunk_exactly_once() -> None:
     refs = chunks(40)
     ids = ["n0", "n1", "n2", "n3"]
-    # k is tiny: nobody is under the threshold, yet every chunk has exactly one puller at once
-    cfg = DownloadConfig(origin_pullers=0.01, origin_max_inflight=40, max_inflight=40)
+    cfg = DownloadConfig(origin_max_inflight=40, max_inflight=40, origin_window=40, origin_start_delay=0)
     pulls: Counter[int] = Counter()
     for me in ids:
-        dl = Download(refs, (), me, cfg, now=0.0)
+        dl = Download(refs, (), me, cfg, now=0.0, salt="swarm-x")
         others = [p for p in ids if p != me]
         events: list[Event] = [SwarmSize(len(ids)), *(PeerSeen(peer(p)) for p in others)]
         events += [BitfieldUpdate(p, Bitfield(40)) for p in others]
         got = requests(dl.handle_all(events, 0.0))
         assert all(src is None for _, src in got)
         pulls.update(i for i, _ in got)
-        for i, _ in got:
-            assert min(ids, key=lambda p: origin_rank(refs[i].sha256, p, 4, 0.01)) == me
+        group = pullers("swarm-x", ids, 16)
+        assert {i for i, _ in got} == {i for i, c in enumerate(refs) if chunk_owner(c.sha256, group) == me}
     assert pulls == Counter(range(40))
 
 
-def test_non_designated_agent_falls_back_after_the_delay() -> None:
+def test_the_owners_pull_in_one_fleet_wide_order_a_few_chunks_at_a_time() -> None:
+    refs = chunks(40)
+    order = sorted(range(40), key=lambda i: refs[i].sha256)
+    cfg = DownloadConfig(origin_max_inflight=40, max_inflight=40, origin_window=3, origin_start_delay=0)
+    me, other = "n0", "n1"
+    mine = owned(refs, me, [other])
+    theirs = set(range(40)) - mine
+    dl = Download(refs, (), me, cfg, now=0.0)
+    got = requests(
+        dl.handle_all([SwarmSize(2), PeerSeen(peer(other)), BitfieldUpdate(other, Bitfield(40))], 0.0)
+    )
+    # only the chunks with fewer than 3 chunks ahead of them (by digest) that are still on their way
+    # every chunk is someone's: the first three in the shared order are the ones on their way
+    assert mine | theirs == set(range(40))
+    expected = [i for i in order[:3] if i in mine]
+    assert sorted(i for i, _ in got) == sorted(expected)
+    # the peer shows the chunks it pulled: the pipeline moves on
+    held = [i for i in order[:10] if i in theirs]
+    got = requests(dl.handle(BitfieldUpdate(other, Bitfield(40, held)), 1.0))
+    assert all(src is None or i in held for i, src in got)
+
+
+def test_a_chunk_its_owner_does_not_bring_is_pulled_after_the_fallback_wait() -> None:
     refs = chunks(1)
     sha = refs[0].sha256
     swarm, k, delay = 10, 1.5, 10.0
+    # "a" owns the chunk (its hash is below every rank-1 agent's) and never brings it
+    a = next(f"a{n}" for n in range(1000) if origin_rank(sha, f"a{n}", swarm, k) < 0.5)
     me = next(f"m{n}" for n in range(1000) if 1.0 <= origin_rank(sha, f"m{n}", swarm, k) < 2.0)
+    assert not owned(refs, me, [a, "b"])
     expected = fallback_wait(origin_rank(sha, me, swarm, k), delay)
     assert delay <= expected < 2 * delay
-    dl = Download(refs, (), me, DownloadConfig(origin_fallback_delay=delay), now=100.0)
-    dl.handle_all([SwarmSize(swarm), PeerSeen(peer("a")), PeerSeen(peer("b"))], 100.0)
-    dl.handle_all([BitfieldUpdate("a", Bitfield(1)), BitfieldUpdate("b", Bitfield(1))], 100.1)
+    cfg = DownloadConfig(origin_fallback_delay=delay, origin_start_delay=0)
+    dl = Download(refs, (), me, cfg, now=100.0)
+    dl.handle_all([SwarmSize(swarm), PeerSeen(peer(a)), PeerSeen(peer("b"))], 100.0)
+    dl.handle_all([BitfieldUpdate(a, Bitfield(1)), BitfieldUpdate("b", Bitfield(1))], 100.1)
     t = 100.1
     while True:
         wake = dl.next_wakeup(t)
@@ -588,16 +592,23 @@ def test_non_designated_agent_falls_back_after_the_delay() -> None:
 def test_fallback_clock_restarts_when_the_only_holder_leaves() -> None:
     refs = chunks(2)
     swarm, delay = 10, 10.0
+    # "idle" owns both chunks (its hashes are below any rank-1 agent's) and never brings them
+    idle = next(
+        f"idle{n}"
+        for n in range(10_000)
+        if all(origin_rank(c.sha256, f"idle{n}", swarm, 1.5) < 1 for c in refs)
+    )
     me = next(
         f"m{n}"
         for n in range(1000)
         if all(1.0 <= origin_rank(c.sha256, f"m{n}", swarm, 1.5) < 2.0 for c in refs)
     )
+    assert not owned(refs, me, ["holder", idle]) and not owned(refs, me, [idle])
     waits = [fallback_wait(origin_rank(c.sha256, me, swarm, 1.5), delay) for c in refs]
     cfg = DownloadConfig(origin_fallback_delay=delay, per_peer_inflight=1, max_inflight=1)
     dl = Download(refs, (), me, cfg, now=0.0)
-    dl.handle_all([SwarmSize(swarm), PeerSeen(peer("holder")), PeerSeen(peer("idle"))], 0.0)
-    dl.handle_all([BitfieldUpdate("holder", Bitfield(2, [0, 1])), BitfieldUpdate("idle", Bitfield(2))], 0.1)
+    dl.handle_all([SwarmSize(swarm), PeerSeen(peer("holder")), PeerSeen(peer(idle))], 0.0)
+    dl.handle_all([BitfieldUpdate("holder", Bitfield(2, [0, 1])), BitfieldUpdate(idle, Bitfield(2))], 0.1)
     assert [src for i in range(2) for src in dl.requested_from(i)] == ["holder"]
     # the holder goes away at t=50: both chunks are unseen from then on
     dl.handle(PeerGone("holder"), 50.0)
@@ -611,6 +622,18 @@ def test_fallback_clock_restarts_when_the_only_holder_leaves() -> None:
         got = requests(dl.poll(t))
     assert got[0][1] is None
     assert t == pytest.approx(50.0 + waits[got[0][0]])
+
+
+def test_an_agent_that_knows_nobody_in_a_large_swarm_waits_the_start_delay() -> None:
+    refs = chunks(4)
+    cfg = DownloadConfig(origin_start_delay=1.0)
+    dl = Download(refs, (), "early", cfg, now=0.0, swarm_size=500)
+    # the tracker said the swarm is large, yet no peer is known yet: not alone, so no pull at once
+    assert requests(dl.poll(0.0)) == []
+    assert dl.next_wakeup(0.0) == pytest.approx(1.0)
+    # by then nobody showed up: it is its swarm's only known puller and pulls, a window at a time
+    got = requests(dl.poll(1.0))
+    assert got and all(src is None for _, src in got) and len(got) <= cfg.origin_window
 
 
 def test_origin_failures_back_off() -> None:
@@ -741,8 +764,7 @@ def test_endgame_wakeup_is_never_due_without_work_when_time_rounds() -> None:
     t0 = next(t for t in (51.42317361209097 + i / 7 for i in range(1000)) if (t + 0.5) - t < 0.5)
     cfg = DownloadConfig(endgame_min_wait=0.5, endgame_patience=0.0)
     refs = chunks(1)
-    me = not_designated(refs, 1000)
-    dl = Download(refs, (), me, cfg, now=t0)
+    dl = Download(refs, (), "me", cfg, now=t0)
     first = dl.handle_all([SwarmSize(1000), PeerSeen(peer("a")), BitfieldUpdate("a", Bitfield(1, [0]))], t0)
     assert requests(first) == [(0, "a")]
     wake = dl.next_wakeup(t0)
@@ -755,19 +777,14 @@ def test_endgame_wakeup_is_never_due_without_work_when_time_rounds() -> None:
 def test_fallback_waits_while_the_origin_is_slow_for_this_agent_too() -> None:
     refs = chunks(2)
     swarm, delay = 1000, 10.0
-    me = next(
-        f"me-{n}"
-        for n in range(100_000)
-        if origin_first(refs[0].sha256, f"me-{n}", swarm, 1.5)
-        and not origin_first(refs[1].sha256, f"me-{n}", swarm, 1.5)
-    )
-    cfg = DownloadConfig(origin_fallback_delay=delay)
+    other = "z-0"
+    me = next(f"me-{n}" for n in range(100_000) if owned(refs, f"me-{n}", [other]) == {0})
+    cfg = DownloadConfig(origin_fallback_delay=delay, origin_start_delay=1.0)
     dl = Download(refs, (), me, cfg, now=0.0)
-    wait1 = fallback_wait(origin_rank(refs[1].sha256, me, swarm, 1.5), delay)
-    # a peer that holds nothing and is designated after us for chunk 0 (ids "z..." are checked below)
-    other = next(f"z-{n}" for n in range(100_000) if not origin_first(refs[0].sha256, f"z-{n}", swarm, 1.5))
+    # chunk 1's turn comes with the start delay; its owner is the other peer
+    wait1 = 1.0 + fallback_wait(origin_rank(refs[1].sha256, me, swarm, 1.5), delay)
     first = dl.handle_all([SwarmSize(swarm), PeerSeen(peer(other)), BitfieldUpdate(other, Bitfield(2))], 0.0)
-    first += dl.poll(1.0)  # the peer's bitfield is in: designated pulls go at once
+    first += dl.poll(1.0)  # the start delay is over: the owner's pull goes at once
     assert requests(first) == [(0, None)]
     # chunk 0 takes 40 s to come from the origin: chunk 1's designated agent is as slow, so no fallback
     assert requests(dl.poll(wait1 + 1.0)) == []
