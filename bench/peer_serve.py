@@ -29,6 +29,9 @@ from swarmupdate.swarm.bitfield import Bitfield
 
 
 class _Nothing:
+    def pulling(self, swarm: str) -> list[int]:
+        return []
+
     def bitfield(self, swarm: str) -> Bitfield | None:
         return None
 

@@ -43,6 +43,9 @@ def serve(args: argparse.Namespace) -> None:
     from swarmupdate.swarm.bitfield import Bitfield
 
     class _Nothing:
+        def pulling(self, swarm: str) -> list[int]:
+            return []
+
         def bitfield(self, swarm: str) -> Bitfield | None:
             return None
 
@@ -127,7 +130,8 @@ def main() -> None:
         client = bed.add_host("c", up_mbit=args.mbit)
         procs = []
         for i, h in enumerate(servers):
-            argv = [py, __file__, "serve", "--store", f"{tmp}/s{i}", "--seed", "7", "--chunks", str(args.chunks)]
+            argv = [py, __file__, "serve", "--store", f"{tmp}/s{i}", "--seed", "7"]
+            argv += ["--chunks", str(args.chunks)]
             procs.append(h.run(f"s{i}", argv, Path(tmp) / f"s{i}.log"))
         time.sleep(3.0 + 0.05 * args.chunks * args.servers)
         urls = [f"http://{h.ip}:{PORT}" for h in servers]

@@ -137,6 +137,10 @@ class Agent:
         rt = self.swarms.get(swarm)
         return None if rt is None else rt.have
 
+    def pulling(self, swarm: str) -> list[int]:
+        rt = self.swarms.get(swarm)
+        return [] if rt is None else rt.pulling()
+
     def known_peers(self, swarm: str) -> list[PeerInfo] | None:
         rt = self.swarms.get(swarm)
         if rt is None:

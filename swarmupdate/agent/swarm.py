@@ -92,6 +92,8 @@ class SwarmRuntime:
             self.members[u].append(i)
             self.unique_of.append(u)
         self._events: MemoryObjectSendStream[Event] | None = None
+        #: unique chunks being fetched from the origin right now (told to peers with the bitfield)
+        self.origin_pulling: set[int] = set()
 
     @property
     def swarm(self) -> str:
@@ -105,6 +107,10 @@ class SwarmRuntime:
     def left(self) -> int:
         chunks = self.release.manifest.chunks
         return sum(chunks[i].length for i in range(len(chunks)) if i not in self.have)
+
+    def pulling(self) -> list[int]:
+        """Manifest indexes of the chunks being fetched from the origin right now."""
+        return [self.members[u][0] for u in self.origin_pulling]
 
     def known_peers(self) -> list[PeerInfo]:
         return [p for pid, p in self.peers.items() if pid not in self.banned]
@@ -164,6 +170,7 @@ class SwarmRuntime:
             rng=self.rng,
             peers=self.known_peers(),
             swarm_size=self.swarm_size,
+            salt=self.swarm,
         )
         send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
         self._events = send
@@ -220,6 +227,8 @@ class SwarmRuntime:
         source = "origin" if peer_id is None else "peer"
         started = self.clock()
         event: Event
+        if peer_id is None:
+            self.origin_pulling.add(u)
         with scope:
             try:
                 if self.store.has(ref.sha256):  # an in-memory index: no need for a thread
@@ -255,6 +264,8 @@ class SwarmRuntime:
                 event = ChunkArrived(u, peer_id, nbytes, self.clock() - started)
             self._send(event)
         inflight.pop((u, peer_id), None)
+        if peer_id is None:
+            self.origin_pulling.discard(u)
 
     def _mark(self, u: int, source: str, nbytes: int) -> None:
         chunks = self.release.manifest.chunks
@@ -275,7 +286,7 @@ class SwarmRuntime:
             self._send(PeerGone(peer_id))
             return
         try:
-            bf = await self.client.bitfield(peer.url, self.swarm, len(self.release.manifest.chunks))
+            bf, pulling = await self.client.bitfield(peer.url, self.swarm, len(self.release.manifest.chunks))
         except FetchError as exc:
             if exc.kind == "missing":
                 # the peer does not know this release yet: an empty bitfield, ask again later
@@ -284,4 +295,4 @@ class SwarmRuntime:
                 self._send(PeerGone(peer_id))
             return
         unique = Bitfield(len(self.unique), (u for u in range(len(self.unique)) if self.members[u][0] in bf))
-        self._send(BitfieldUpdate(peer_id, unique))
+        self._send(BitfieldUpdate(peer_id, unique, frozenset(self.unique_of[i] for i in pulling)))

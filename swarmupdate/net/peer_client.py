@@ -22,7 +22,7 @@ from swarmupdate import __version__
 from swarmupdate.errors import ChunkVerificationError, FetchError, RemoteDataError, StoreError
 from swarmupdate.model import ChunkRef, PeerInfo, is_sha256_hex
 from swarmupdate.net.http1 import Http1Pool, Http1Response, HttpConnectError, HttpError
-from swarmupdate.net.peer_server import PEER_HEADER, peer_header
+from swarmupdate.net.peer_server import PEER_HEADER, PULLING_HEADER, parse_pulling, peer_header
 from swarmupdate.swarm.bitfield import Bitfield
 
 __all__ = ["PeerClient", "chunk_url", "parse_peer_list"]
@@ -154,7 +154,9 @@ class PeerClient:
             # a malformed or short response: bad data from this peer
             raise FetchError("corrupt", str(exc)) from exc
 
-    async def _get_small(self, url: str, *, hint: bool = False) -> bytes:
+    async def _get_small(
+        self, url: str, *, hint: bool = False, headers_out: dict[str, str] | None = None
+    ) -> bytes:
         headers = (
             {PEER_HEADER: peer_header(self.me)} if hint and self.me is not None and self.me.url else None
         )
@@ -163,6 +165,8 @@ class PeerClient:
                 with anyio.fail_after(self.request_timeout):
                     async with self._peers.get(url, headers) as response:
                         await _check_lean_status(response, url)
+                        if headers_out is not None:
+                            headers_out.update(response.headers)
                         return await response.read(_MAX_JSON)
             except TimeoutError as exc:
                 raise FetchError("timeout", f"{url}: timed out") from exc
@@ -173,6 +177,8 @@ class PeerClient:
         try:
             async with self._http.stream("GET", url, headers=headers) as response:
                 _check_status(response.status_code, response.headers, url)
+                if headers_out is not None:
+                    headers_out.update(response.headers)
                 body = bytearray()
                 async for piece in response.aiter_bytes():
                     body += piece
@@ -184,14 +190,17 @@ class PeerClient:
         except httpx.HTTPError as exc:
             raise FetchError("error", f"{url}: {type(exc).__name__}: {exc}") from exc
 
-    async def bitfield(self, peer_url: str, swarm: str, n: int) -> Bitfield:
-        """The peer's bitfield for ``swarm`` (a release of ``n`` chunks)."""
+    async def bitfield(self, peer_url: str, swarm: str, n: int) -> tuple[Bitfield, frozenset[int]]:
+        """The peer's bitfield for ``swarm`` (a release of ``n`` chunks), and the chunks it says it is
+        fetching from the origin."""
         url = f"{peer_url.rstrip('/')}/v1/swarms/{swarm}/bitfield"
-        data = await self._get_small(url, hint=True)
+        headers: dict[str, str] = {}
+        data = await self._get_small(url, hint=True, headers_out=headers)
         try:
-            return Bitfield.decode(data, n, source=url)
+            bitfield = Bitfield.decode(data, n, source=url)
         except RemoteDataError as exc:
             raise FetchError("corrupt", str(exc)) from exc
+        return bitfield, parse_pulling(headers.get(PULLING_HEADER), n)
 
     async def peers(self, peer_url: str, swarm: str) -> list[PeerInfo]:
         """The peers ``peer_url`` knows in ``swarm`` (peer exchange); bad entries are dropped."""

@@ -3,7 +3,9 @@
 =========================================  ==========================================================
 ``GET /v1/chunks/{sha256}``                200 bytes / 404 / 429 + ``Retry-After`` when upload slots are
                                            full; only lowercase 64-hex ids (anything else 400)
-``GET /v1/swarms/{swarm}/bitfield``        200 raw bitfield / 404 unknown swarm
+``GET /v1/swarms/{swarm}/bitfield``        200 raw bitfield / 404 unknown swarm; header
+                                           ``X-Swarmupdate-Pulling: 3,17`` lists the chunks (manifest
+                                           indexes) this agent is fetching from the origin right now
 ``GET /v1/swarms/{swarm}/peers``           200 JSON list of peers known in that swarm (peer exchange)
 ``GET /v1/metadata/{name}``                verified TUF metadata this agent trusts (``N.root.json``,
                                            ``timestamp.json``, ``N.snapshot.json``, ``N.<role>.json``)
@@ -31,7 +33,15 @@ from swarmupdate.model import PeerInfo, is_sha256_hex
 from swarmupdate.net.httpserver import FileBody, Request, Response, ServerLimits, serve
 from swarmupdate.swarm.bitfield import Bitfield
 
-__all__ = ["PEER_HEADER", "PeerServer", "SwarmDirectory", "parse_peer_header", "peer_header"]
+__all__ = [
+    "PEER_HEADER",
+    "PULLING_HEADER",
+    "PeerServer",
+    "SwarmDirectory",
+    "parse_peer_header",
+    "parse_pulling",
+    "peer_header",
+]
 
 _METADATA_NAME = re.compile(r"(?:(\d{1,10})\.)?([a-z0-9][a-z0-9_-]{0,62})\.json")
 _TARGET_BASENAME = re.compile(r"([0-9a-f]{64})\.[A-Za-z0-9][A-Za-z0-9._+~-]{0,300}")
@@ -41,6 +51,8 @@ class SwarmDirectory(Protocol):
     """What the agent knows about its swarms, for serving."""
 
     def bitfield(self, swarm: str) -> Bitfield | None: ...
+
+    def pulling(self, swarm: str) -> list[int]: ...
 
     def known_peers(self, swarm: str) -> list[PeerInfo] | None: ...
 
@@ -64,7 +76,7 @@ class PeerServer:
         store: ChunkSource,
         metadata_dir: Path,
         manifests_dir: Path,
-        max_upload_slots: int = 16,
+        max_upload_slots: int = 4,
         upload_pace: Callable[[int], Awaitable[None]] | None = None,
         on_upload: Callable[[int], None] | None = None,
         on_peer_hint: Callable[[str, PeerInfo], None] | None = None,
@@ -148,7 +160,9 @@ class PeerServer:
             bf = self.swarms.bitfield(swarm)
             if bf is None:
                 return _text(404, "unknown swarm")
-            return Response(200, bf.encode())
+            pulling = self.swarms.pulling(swarm)
+            headers = {PULLING_HEADER: ",".join(map(str, pulling[:MAX_PULLING]))} if pulling else {}
+            return Response(200, bf.encode(), headers)
         if what == "peers":
             peers = self.swarms.known_peers(swarm)
             if peers is None:
@@ -212,6 +226,22 @@ class PeerServer:
 #: ``X-Swarmupdate-Peer: <peer id> <url> [<site>]`` on swarm requests: who is asking, so the
 #: answering agent learns of newcomers at once instead of at its next tracker announce
 PEER_HEADER = "x-swarmupdate-peer"
+#: on bitfield answers: the chunks the answering agent is fetching from the origin (see swarm/policy.py)
+PULLING_HEADER = "x-swarmupdate-pulling"
+#: at most this many listed (an agent has a few origin requests in flight)
+MAX_PULLING = 64
+
+
+def parse_pulling(value: str | None, n: int) -> frozenset[int]:
+    """The chunk indexes of a pulling header; malformed parts are ignored (it is only a hint)."""
+    if not value:
+        return frozenset()
+    out = set()
+    for part in value.split(",")[:MAX_PULLING]:
+        part = part.strip()
+        if part.isdigit() and len(part) <= 9 and int(part) < n:
+            out.add(int(part))
+    return frozenset(out)
 
 
 def peer_header(info: PeerInfo) -> str:

@@ -344,8 +344,15 @@ class Simulator:
                 dl = server.dl
                 if dl is not None and not dl.done and me not in server.known and self._learn(server, me):
                     self._act(server, dl.handle(PeerSeen(agent.info), now))
-        events: list[Event] = [BitfieldUpdate(p, self._snapshot(by_id[p])) for p in peer_ids]
+        events: list[Event] = [
+            BitfieldUpdate(p, self._snapshot(by_id[p]), self._pulling(by_id[p])) for p in peer_ids
+        ]
         self._act(agent, agent.dl.handle_all(events, now))
+
+    @staticmethod
+    def _pulling(peer: _Agent) -> frozenset[int]:
+        """What the peer is fetching from the origin (the real agent's pulling header)."""
+        return frozenset(i for i, src in peer.requests if src is None)
 
     def _snapshot(self, peer: _Agent) -> Bitfield:
         if peer.adversary:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from swarmupdate.swarm.policy import ORIGIN_PULLERS
+
 __all__ = ["DownloadConfig"]
 
 
@@ -20,15 +22,15 @@ class DownloadConfig:
     #: chunks on their way from the origin to the swarm, fleet-wide, ahead of a designated pull
     #: (see Download._origin_pipeline)
     origin_window: int = 4
-    #: an agent that is not alone in its swarm waits this long before its first origin pull, to learn
-    #: the peers that joined with it (and so who pulls what)
+    #: an agent waits this long before its first origin pull, to learn the peers that joined with it
+    #: (and so who pulls what): agents started together each see an empty swarm at first
     origin_start_delay: float = 1.0
     #: how long the first non-designated agent waits for a chunk to show up at a peer (later ones in
     #: hash order wait longer: see swarmupdate.swarm.policy)
     origin_fallback_delay: float = 10.0
     #: agents of a swarm that pull from the origin: those with the lowest (swarm, agent) hash, each
     #: chunk by the one of them with the lowest (chunk, agent) hash (see swarmupdate.swarm.policy)
-    origin_puller_count: int = 16
+    origin_puller_count: int = ORIGIN_PULLERS
     #: k: agents per fallback rank, for a chunk its owner does not bring (about k fall back first,
     #: 2k after twice the delay, ...)
     origin_pullers: float = 1.5

@@ -11,7 +11,7 @@ Each step, after applying the event:
    alone in its swarm; otherwise after the wait of its rank (:func:`~swarmupdate.swarm.policy.fallback_wait`,
    at least ``origin_fallback_delay``). The owners of the chunks pull them in one order shared by the
    whole fleet, with at most ``origin_window`` chunks on their way from the origin at once (see
-   ``_origin_pipeline``), and nobody pulls before ``origin_start_delay`` unless alone. A fallback wait
+   ``_origin_pipeline``), and nobody pulls before ``origin_start_delay``. A fallback wait
    counts from when the chunk's turn in that order came and it was held by no live peer: making
    progress on other chunks does not postpone a chunk nobody has, and losing the only holder restarts
    the clock instead of sending everyone to the origin at once.
@@ -160,7 +160,7 @@ class Download:
         self._owners: tuple[list[str] | None, dict[int, str | None]] = (None, {})
         self._own_hash: list[float | None] = [None] * n
         self._wait_cache: dict[int, tuple[int, float]] = {}
-        #: no origin pull before this unless alone: time to learn who else is pulling (see _origin_pipeline)
+        #: no origin pull before this: time to learn who else is pulling (see _origin_pipeline)
         self._origin_start = now + config.origin_start_delay
         #: every agent's order of origin pulls: by digest (see _origin_pipeline)
         by_digest = sorted(range(n), key=lambda i: self._chunks[i].sha256)
@@ -170,7 +170,9 @@ class Download:
         self._owned_cache: tuple[int, int] | None = None
         #: when each chunk's turn in the origin pipeline came (see _origin_pipeline)
         self._origin_turn: dict[int, float] = {}
-        self._origin_memo: tuple[int, int, float] | None = None
+        #: bumped whenever a peer's ``pulling`` changes
+        self._claims_version = 0
+        self._origin_memo: tuple[int, int, float, int] | None = None
         self._origin_memo_at = math.inf
 
         self._next_round = now + config.bitfield_interval
@@ -306,6 +308,10 @@ class Download:
             state.known = True
             self._view_version += 1  # origin decisions waiting for this answer may proceed
         state.complete = new == self._codec.full
+        pulling = self._codec.mask(i for i in event.pulling if 0 <= i < self._codec.n) & ~new
+        if pulling != state.pulling:
+            state.pulling = pulling
+            self._claims_version += 1
 
     def _on_arrived(self, event: ChunkArrived, now: float, actions: list[Action]) -> None:
         index, source = event.index, event.peer_id
@@ -444,25 +450,30 @@ class Download:
             return free, want, math.inf
         if now < self._origin_backoff_until:
             return free, want, self._origin_backoff_until
-        if not lonely and now < self._origin_start:
+        if now < self._origin_start:
+            # even alone: agents started together each see an empty swarm at first
             return free, want, self._origin_start
         busy = -math.inf if lonely else self._origin_busy_until()
         # Nothing to do before the earliest wait ends, unless the candidates, the view or how busy
         # the origin is changed. (A chunk's clock only ever restarts later, so a stale memo can only
         # wake us too early.)
-        memo = (candidates, self._view_version, busy)
+        memo = (candidates, self._view_version, busy, self._claims_version)
         if memo == self._origin_memo and now < self._origin_memo_at:
             return free, want, self._origin_memo_at
         wake = math.inf
         ready: list[tuple[float, int]] = []
         unseen_since = self._avail.unseen_since
         settle = -math.inf if lonely else self._settle_until(now)
-        ahead = None if lonely else self._origin_pipeline(candidates)
+        claimed = 0 if lonely else self._claimed()
+        ahead = None if lonely else self._origin_pipeline(claimed)
         for i in self._codec.indexes(candidates):
             if lonely:
                 at = now
             else:
                 wait = self._origin_wait(i)
+                if claimed & self._codec.bit[i]:
+                    # a live peer says it is fetching this one from the origin: leave it to that one
+                    wait = max(wait, self._config.origin_fallback_delay)
                 at = max(unseen_since[i] + wait, settle, busy if wait > 0 else -math.inf)
                 if ahead is not None and ahead(i) >= self._config.origin_window:
                     continue  # the fleet's origin pipeline is full: an arrival or a view change reopens it
@@ -617,22 +628,30 @@ class Download:
         self._pullers_cache = (self._view_version, found)
         return found
 
-    def _origin_pipeline(self, candidates: int) -> Callable[[int], int] | None:
+    def _claimed(self) -> int:
+        """The chunks live peers say they are fetching from the origin."""
+        mask = 0
+        for p in self._peers.live():
+            mask |= p.pulling
+        return mask
+
+    def _origin_pipeline(self, claimed: int) -> Callable[[int], int] | None:
         """How many chunks ahead of a chunk are on their way from the origin to the swarm.
 
         Every agent orders the chunks the same way (by digest) and pulls the ones it owns in that
         order; a chunk "ahead" of chunk ``i`` comes before it, no live peer holds it yet, and this
-        agent or a known live peer owns it. The origin shares its uplink among every request in
-        flight, so when the whole fleet asked at once, every chunk would arrive at the very end and
-        nothing could be passed on before: keeping only ``origin_window`` chunks ahead makes the
-        origin send them one after another, each passed on while the next one comes.
+        agent or a known live peer owns it or says it is fetching it. The origin shares its uplink
+        among every request in flight, so when the whole fleet asked at once, every chunk would
+        arrive at the very end and nothing could be passed on before: keeping only ``origin_window``
+        chunks ahead makes the origin send them one after another, each passed on while the next
+        one comes.
         """
         bit = self._codec.bit
         mine = 0
         for j, srcs in self._requests.items():
             if None in srcs:
                 mine |= bit[j]
-        blocking = (self._missing & ~self._avail.visible & self._owned_by_peers()) | mine
+        blocking = (self._missing & ~self._avail.visible & (self._owned_by_peers() | claimed)) | mine
         if blocking.bit_count() < self._config.origin_window:
             return None
         order = self._origin_order

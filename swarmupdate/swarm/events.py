@@ -53,10 +53,15 @@ class PeerGone:
 
 @dataclass(frozen=True, slots=True)
 class BitfieldUpdate:
-    """A peer's answer to RequestBitfield. The core copies what it needs and keeps no reference."""
+    """A peer's answer to RequestBitfield. The core copies what it needs and keeps no reference.
+
+    ``pulling``: the chunks the peer says it is fetching from the origin right now (a hint: a liar
+    can only delay this agent's own origin pull by ``origin_fallback_delay``).
+    """
 
     peer_id: str
     bitfield: Bitfield
+    pulling: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,8 @@ class PeerState:
     status: PeerStatus = "live"
     #: chunks it holds, in the download's mask encoding (see Download); 0 until a bitfield arrives
     mask: int = 0
+    #: chunks it said it is fetching from the origin (same encoding)
+    pulling: int = 0
     #: a bitfield arrived since the peer was (re)seen
     known: bool = False
     #: its last bitfield was complete: no need to ask again

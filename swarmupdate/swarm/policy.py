@@ -26,9 +26,12 @@ import heapq
 import math
 from collections.abc import Iterable
 
-__all__ = ["chunk_owner", "fallback_wait", "origin_rank", "peer_chunk_hash", "pullers"]
+__all__ = ["ORIGIN_PULLERS", "chunk_owner", "fallback_wait", "origin_rank", "peer_chunk_hash", "pullers"]
 
 _SCALE = float(1 << 64)
+
+#: how many origin pullers a swarm has (agents' ``origin_puller_count``, trackers' ``pullers``)
+ORIGIN_PULLERS = 16
 
 
 def peer_chunk_hash(chunk_sha: str, peer_id: str) -> float:

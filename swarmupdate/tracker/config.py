@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from swarmupdate.errors import ConfigError
+from swarmupdate.swarm.policy import ORIGIN_PULLERS
 from swarmupdate.tracker.wire import MAX_NUMWANT
 
 __all__ = ["TrackerConfig"]
@@ -32,6 +33,9 @@ class TrackerConfig:
     max_peers: int = 1_000_000
     #: peers handed out when the announce does not say (an announce may ask for up to 200)
     numwant: int = 50
+    #: origin pullers at the head of every handout (the agents' ``origin_puller_count``): the peers
+    #: with the lowest (swarm, peer id) hash; 0 hands out none
+    pullers: int = ORIGIN_PULLERS
 
     def __post_init__(self) -> None:
         if not self.interval > 0:
@@ -41,6 +45,8 @@ class TrackerConfig:
         for name in ("max_peers_per_swarm", "max_swarms", "max_peers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"tracker {name} must be >= 1, not {getattr(self, name)}")
+        if not 0 <= self.pullers <= MAX_NUMWANT:
+            raise ConfigError(f"tracker pullers must be within 0..{MAX_NUMWANT}, not {self.pullers}")
         if not 0 <= self.numwant <= MAX_NUMWANT:
             raise ConfigError(f"tracker numwant must be within 0..{MAX_NUMWANT}, not {self.numwant}")
 

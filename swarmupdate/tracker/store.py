@@ -4,15 +4,22 @@ Each swarm keeps its peers in announce order (oldest first), so expiry and evict
 the front in O(1) per peer, and swarms are kept in announce order too (least recent first).
 Per swarm, peers are also indexed by kind (complete or not) and by (kind, site) so a handout
 draws its candidates in O(numwant), not O(swarm size).
+
+Every handout starts with the swarm's origin pullers (:mod:`swarmupdate.swarm.policy`): the
+``pullers`` peers with the lowest (swarm, peer id) hash, kept in a sorted list per swarm (insert and
+remove by bisection). Agents that all know them agree on who pulls each chunk from the origin, so
+the origin sends about one copy whatever the swarm's size.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from swarmupdate.model import PeerInfo
+from swarmupdate.swarm.policy import peer_chunk_hash
 from swarmupdate.tracker.config import TrackerConfig
 from swarmupdate.tracker.policy import HandoutPolicy, MixedHandoutPolicy
 from swarmupdate.tracker.wire import MAX_NUMWANT, check_numwant, validate_announce
@@ -58,9 +65,12 @@ class _Entry:
 
 
 class _Swarm:
-    __slots__ = ("by_kind", "by_site", "peers", "seen")
+    __slots__ = ("by_kind", "by_site", "id", "peers", "ranked", "seen")
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, swarm_id: str, now: float) -> None:
+        self.id = swarm_id
+        #: (swarm hash, peer id) of every peer, lowest first: the first ones are the origin pullers
+        self.ranked: list[tuple[float, str]] = []
         #: peer id -> entry, least recently announced first
         self.peers: OrderedDict[str, _Entry] = OrderedDict()
         self.by_kind: dict[bool, _IndexedSet] = {True: _IndexedSet(), False: _IndexedSet()}
@@ -71,6 +81,7 @@ class _Swarm:
     def add(self, entry: _Entry) -> None:
         peer = entry.peer
         self.peers[peer.peer_id] = entry
+        bisect.insort(self.ranked, (peer_chunk_hash(self.id, peer.peer_id), peer.peer_id))
         self.by_kind[peer.complete].add(peer.peer_id)
         if peer.site:
             self.by_site.setdefault((peer.complete, peer.site), _IndexedSet()).add(peer.peer_id)
@@ -96,6 +107,10 @@ class _Swarm:
         return n
 
     def _unindex(self, peer: PeerInfo) -> None:
+        key = (peer_chunk_hash(self.id, peer.peer_id), peer.peer_id)
+        i = bisect.bisect_left(self.ranked, key)
+        if i < len(self.ranked) and self.ranked[i] == key:
+            del self.ranked[i]
         self.by_kind[peer.complete].discard(peer.peer_id)
         if peer.site:
             key = (peer.complete, peer.site)
@@ -163,7 +178,7 @@ class PeerStore:
             if len(self._swarms) >= self.config.max_swarms:
                 _, evicted = self._swarms.popitem(last=False)
                 self._count -= len(evicted.peers)
-            s = self._swarms[swarm] = _Swarm(now)
+            s = self._swarms[swarm] = _Swarm(swarm, now)
         else:
             self._swarms.move_to_end(swarm)
             s.seen = now
@@ -223,9 +238,19 @@ class PeerStore:
                     del self._swarms[swarm_id]
                 return
 
+    def pullers(self, swarm: str) -> list[PeerInfo]:
+        """The swarm's origin pullers, lowest hash first."""
+        s = self._swarms.get(swarm)
+        if s is None:
+            return []
+        return [s.peers[pid].peer for _, pid in s.ranked[: self.config.pullers]]
+
     def _handout(self, s: _Swarm, asker: PeerInfo, numwant: int) -> list[PeerInfo]:
         if numwant <= 0:
             return []
+        # the origin pullers first, whatever numwant: agents must agree on them
+        firsts = [pid for _, pid in s.ranked[: self.config.pullers + 1] if pid != asker.peer_id]
+        firsts = firsts[: self.config.pullers]
         k = numwant + 1  # the asker may be drawn
         ids: dict[str, None] = {}
         for kind in (True, False):
@@ -235,5 +260,8 @@ class PeerStore:
                     ids.update(dict.fromkeys(index.sample(self.rng, k)))
             ids.update(dict.fromkeys(s.by_kind[kind].sample(self.rng, k)))
         ids.pop(asker.peer_id, None)
+        for pid in firsts:
+            ids.pop(pid, None)
         candidates = [s.peers[i].peer for i in ids]
-        return self.policy.choose(asker, candidates, numwant, self.rng)[:numwant]
+        rest = self.policy.choose(asker, candidates, max(numwant - len(firsts), 0), self.rng)
+        return [s.peers[pid].peer for pid in firsts] + rest[: max(numwant - len(firsts), 0)]

@@ -27,6 +27,9 @@ class Directory:
     def __init__(self) -> None:
         self.bf = Bitfield(10, [0, 3, 9])
 
+    def pulling(self, swarm: str) -> list[int]:
+        return []
+
     def bitfield(self, swarm: str) -> Bitfield | None:
         return self.bf if swarm == SWARM else None
 

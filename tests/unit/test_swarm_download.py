@@ -455,12 +455,14 @@ def test_wrong_sized_bitfield_is_a_programming_error() -> None:
 # --- origin -----------------------------------------------------------------------------------------
 
 
-def test_with_no_peers_every_chunk_goes_to_the_origin_at_once() -> None:
+def test_with_no_peers_every_chunk_goes_to_the_origin_after_the_start_delay() -> None:
     refs = chunks(10)
-    cfg = DownloadConfig(origin_max_inflight=4)
+    cfg = DownloadConfig(origin_max_inflight=4, origin_start_delay=0.5)
     dl = Download(refs, [2], "lonely", cfg, now=0.0)
     assert dl.next_wakeup(0.0) == 0.0
-    got = requests(dl.poll(0.0))
+    assert requests(dl.poll(0.0)) == []  # others that started with it may show up
+    assert dl.next_wakeup(0.0) == 0.5
+    got = requests(dl.poll(0.5))
     assert len(got) == 4 and all(src is None for _, src in got)
     fetched = {i for i, _ in got}
     now = 0.0
@@ -637,7 +639,7 @@ def test_an_agent_that_knows_nobody_in_a_large_swarm_waits_the_start_delay() -> 
 
 
 def test_origin_failures_back_off() -> None:
-    dl = Download(chunks(1), (), "lonely", now=0.0)
+    dl = Download(chunks(1), (), "lonely", DownloadConfig(origin_start_delay=0), now=0.0)
     assert requests(dl.poll(0.0)) == [(0, None)]
     assert requests(dl.handle(ChunkFailed(0, None, "error"), 1.0)) == []
     assert requests(dl.poll(1.5)) == []

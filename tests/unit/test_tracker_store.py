@@ -9,6 +9,7 @@ import pytest
 
 from swarmupdate.errors import ConfigError, RemoteDataError
 from swarmupdate.model import PeerInfo
+from swarmupdate.swarm.policy import peer_chunk_hash
 from swarmupdate.tracker.config import TrackerConfig
 from swarmupdate.tracker.policy import MixedHandoutPolicy
 from swarmupdate.tracker.store import PeerStore
@@ -17,6 +18,7 @@ from swarmupdate.tracker.wire import AnnounceFieldError
 A = "a" * 64
 B = "b" * 64
 C = "c" * 64
+SWARM = A
 
 
 def peer(name: str | int, *, complete: bool = False, site: str = "") -> PeerInfo:
@@ -28,6 +30,8 @@ def left_of(p: PeerInfo) -> int:
 
 
 def store(**config: object) -> PeerStore:
+    """A store; without origin pullers unless asked, so that the policy's choices are seen alone."""
+    config.setdefault("pullers", 0)
     return PeerStore(TrackerConfig(**config), rng=random.Random(7))  # type: ignore[arg-type]
 
 
@@ -283,7 +287,7 @@ def test_numwant_bounds_and_a_swapped_policy() -> None:
         ) -> list[PeerInfo]:
             return sorted(candidates, key=lambda p: p.peer_id)[:numwant]
 
-    custom = PeerStore(TrackerConfig(), rng=random.Random(1), policy=Newest())
+    custom = PeerStore(TrackerConfig(pullers=0), rng=random.Random(1), policy=Newest())
     fill(custom, A, 5, complete=True)
     assert [p.peer_id for p in ann(custom, A, peer("me"), 1, numwant=4)] == ["ps0", "ps1", "ps2", "ps3"]
 
@@ -353,3 +357,39 @@ def test_valid_edges_are_accepted() -> None:
 def test_config_rejects_bad_settings(kw: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         TrackerConfig(**kw)  # type: ignore[arg-type]
+
+
+# --- origin pullers -----------------------------------------------------------------------------------
+
+
+def test_every_handout_starts_with_the_swarms_origin_pullers() -> None:
+    st = store(pullers=4, numwant=10)
+    ids = [f"p{i:03d}" for i in range(300)]
+    for i, pid in enumerate(ids):
+        st.announce(SWARM, PeerInfo(pid, f"http://10.0.{i // 250}.{i % 250}:8700"), 1, "", float(i) / 100)
+    expected = sorted(ids, key=lambda p: peer_chunk_hash(SWARM, p))[:5]
+    assert [p.peer_id for p in st.pullers(SWARM)] == expected[:4]
+    for asker in ("p100", "p200", expected[0]):
+        got = [p.peer_id for p in st.announce(SWARM, PeerInfo(asker, "http://10.9.9.9:8700"), 1, "", 5.0)]
+        firsts = [p for p in expected if p != asker][:4]
+        assert got[:4] == firsts, asker
+        assert len(got) == 10 and len(set(got)) == 10 and asker not in got
+
+
+def test_pullers_follow_joins_and_departures() -> None:
+    st = store(pullers=2, numwant=5)
+    ids = [f"q{i}" for i in range(50)]
+    ranked = sorted(ids, key=lambda p: peer_chunk_hash(SWARM, p))
+    for pid in ranked[2:]:
+        st.announce(SWARM, PeerInfo(pid, "http://10.0.0.1:8700"), 1, "", 0.0)
+    assert [p.peer_id for p in st.pullers(SWARM)] == ranked[2:4]
+    # a lower-hash peer joins: it becomes a puller at once
+    st.announce(SWARM, PeerInfo(ranked[0], "http://10.0.0.2:8700"), 1, "", 1.0)
+    assert [p.peer_id for p in st.pullers(SWARM)] == [ranked[0], ranked[2]]
+    # it leaves: the next one takes its place
+    st.announce(SWARM, PeerInfo(ranked[0], "http://10.0.0.2:8700"), 1, "stopped", 2.0)
+    assert [p.peer_id for p in st.pullers(SWARM)] == ranked[2:4]
+    # peers that expire leave the ranking too
+    st.announce(SWARM, PeerInfo(ranked[1], "http://10.0.0.3:8700"), 1, "", 500.0)
+    assert [p.peer_id for p in st.pullers(SWARM)] == [ranked[1]]
+    assert st.pullers("ff" * 32) == []
