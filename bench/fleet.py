@@ -9,6 +9,10 @@ median), origin egress in copies of the artifact (the origin host's interface co
 GB delivered, peak RSS per agent, machine CPU utilisation during the run, and the Kumar & Ross lower bound
 T_min with the efficiency T_min / T. Results: one JSON file per invocation in bench/results/, a markdown
 table on stdout (and in the JSON), and a PNG plot of completion time against N.
+
+Every host's files (stores, installs, downloads, logs) live on a tmpfs mounted for the run: on a fleet each
+machine writes its own disk, while here 16-24 hosts would share one disk and its fsync queue, and the
+benchmark would measure that disk instead of the network. ``--on-disk`` keeps them on the disk.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import dataclasses
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -254,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, state)")
     p.add_argument("--prefix", default="swb", help="namespace name prefix (namespaces PREFIX-* are replaced)")
     p.add_argument("--out", type=Path, help="result JSON (default bench/results/fleet-STAMP.json)")
+    p.add_argument("--on-disk", action="store_true", help="hosts' files on the disk, not on a tmpfs")
     args = p.parse_args(argv)
     try:
         require_root()
@@ -263,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = ORDER if not args.scenario or "all" in args.scenario else tuple(args.scenario)
     only = set(args.contenders.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="swarmbench-"))
+    if not args.on_disk:
+        mount = ["mount", "-t", "tmpfs", "-o", "size=75%,mode=0700", "swarmbench", str(workdir)]
+        subprocess.run(mount, check=True)
     rows: list[dict[str, Any]] = []
     started = time.time()
     try:
@@ -279,8 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: the testbed is torn down; partial results follow", file=sys.stderr)
     finally:
         if args.keep:
-            print(f"work directory kept: {workdir}")
+            note = "" if args.on_disk else f" (a tmpfs: umount {workdir} when done)"
+            print(f"work directory kept: {workdir}{note}")
         else:
+            if not args.on_disk:
+                subprocess.run(["umount", "--lazy", str(workdir)], check=False)
             shutil.rmtree(workdir, ignore_errors=True)
     stamp = utc_stamp()
     plot_dir = args.out.parent if args.out else RESULTS

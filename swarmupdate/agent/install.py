@@ -187,8 +187,13 @@ class Installer:
 
     # -- operations ---------------------------------------------------------------------------------
 
-    def install(self, version: str, artifact: Path, sha256: str) -> InstallResult:
+    def install(self, version: str, artifact: Path, sha256: str, *, consume: bool = False) -> InstallResult:
         """Install ``artifact`` as ``version`` and make it current if its health check passes.
+
+        ``consume``: the artifact is this installer's to take (a file the agent assembled for it): it
+        is moved into the release instead of copied when on the same file system, and checked once,
+        after the move, instead of before and while copying. Either way nothing that does not have
+        the signed sha256 is ever made current.
 
         Raises:
             RemoteDataError: the version is not a safe name, or the artifact does not have the signed
@@ -199,7 +204,7 @@ class Installer:
         expected = sha256.lower()
         if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
             raise RemoteDataError(f"{self.spec.app} {version}: {sha256!r} is not a sha256 digest")
-        actual = _sha256_file(artifact)
+        actual = expected if consume else _sha256_file(artifact)  # consumed: checked once in _build
         if actual != expected:
             raise RemoteDataError(
                 f"{self.spec.app} {version}: {artifact} has sha256 {actual}, the signed value is {expected}"
@@ -225,7 +230,7 @@ class Installer:
                 # built before and still complete (a roll-back target or an interrupted install): reuse it
                 self._write_marker(self._releases / version, replace(marker, installed_at=self._clock()))
             else:
-                failure = self._build(version, artifact, expected, previous)
+                failure = self._build(version, artifact, expected, previous, consume=consume)
                 if failure is not None:
                     return failure
             return self._activate(version, expected, previous)
@@ -245,21 +250,28 @@ class Installer:
 
     # -- steps --------------------------------------------------------------------------------------
 
-    def _build(self, version: str, artifact: Path, sha256: str, previous: str | None) -> InstallResult | None:
+    def _build(
+        self, version: str, artifact: Path, sha256: str, previous: str | None, *, consume: bool = False
+    ) -> InstallResult | None:
         """Build ``releases/<version>``; return a result only when the install command failed."""
         self._write_journal(_Journal("building", version, sha256, previous))
         _fault("install-after-journal")
         partial = self._releases / f".{version}.partial-{secrets.token_hex(4)}"
         try:
             partial.mkdir()
-            copied = _copy_hashing(artifact, partial / ARTIFACT_NAME)
+            copied = _move_hashing(artifact, partial / ARTIFACT_NAME) if consume else None
+            if copied is None:
+                copied = _copy_hashing(artifact, partial / ARTIFACT_NAME)
         except OSError as exc:
             _rmtree(partial)
             raise _store_error(partial, exc) from exc
         if copied != sha256:  # the file changed under us since the first check
             _rmtree(partial)
             self._write_journal(_Journal("idle", version, sha256, previous))
-            raise RemoteDataError(f"{self.spec.app} {version}: {artifact} changed while being copied")
+            raise RemoteDataError(
+                f"{self.spec.app} {version}: {artifact} has sha256 {copied} once in place, "
+                f"the signed value is {sha256}"
+            )
         _fault("install-after-copy")
         if self.spec.install_command:
             ran = self._run("install", self.spec.install_command, version, partial, self.spec.install_timeout)
@@ -605,6 +617,18 @@ def _sha256_file(path: Path) -> str:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError as exc:
         raise _store_error(path, exc) from exc
+
+
+def _move_hashing(src: Path, dst: Path) -> str | None:
+    """Move ``src`` to ``dst`` and hash it there; None when they are on different file systems."""
+    try:
+        src.rename(dst)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return None
+        raise
+    with dst.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _copy_hashing(src: Path, dst: Path) -> str:

@@ -357,7 +357,9 @@ class Agent:
             rt.scope.cancel()
             return
         try:
-            result = await anyio.to_thread.run_sync(app.installer.install, rel.version, artifact, rel.sha256)
+            result = await anyio.to_thread.run_sync(
+                partial(app.installer.install, rel.version, artifact, rel.sha256, consume=True)
+            )
         except SwarmUpdateError as exc:
             bound.error("install_failed", error=str(exc))
             self.metrics.install.labels(app.name, "failed").inc()

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from swarmupdate.agent.install import OUTPUT_LIMIT, Installer, InstallSpec
-from swarmupdate.errors import StoreError
+from swarmupdate.errors import RemoteDataError, StoreError
 
 
 def write_script(path: Path, body: str) -> Path:
@@ -277,3 +277,32 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def test_a_consumed_artifact_is_moved_in_and_checked_once(
+    tmp_path: Path, scripts: dict[str, tuple[str, ...]]
+) -> None:
+    inst = installer(tmp_path, scripts)
+    a1, h1 = make_artifact(tmp_path / "a1", 1)
+    inode = a1.stat().st_ino
+    r = inst.install("1.0", a1, h1, consume=True)
+    assert r.result == "installed", r.message
+    installed = tmp_path / "web/current/artifact"
+    # the same file, moved (same file system): not copied, and no longer where it was
+    assert installed.stat().st_ino == inode and not a1.exists()
+    assert sha256_of(installed) == h1
+    assert journal_state(tmp_path / "web") == "idle"
+
+
+def test_a_consumed_artifact_that_is_not_the_signed_one_is_refused(
+    tmp_path: Path, scripts: dict[str, tuple[str, ...]]
+) -> None:
+    inst = installer(tmp_path, scripts)
+    a1, h1 = make_artifact(tmp_path / "a1", 1)
+    assert inst.install("1.0", a1, h1).result == "installed"
+    a2, _ = make_artifact(tmp_path / "a2", 2)
+    with pytest.raises(RemoteDataError, match="once in place, the signed value is"):
+        inst.install("2.0", a2, h1.replace(h1[0], "0" if h1[0] != "0" else "1", 1), consume=True)
+    assert inst.current() == "1.0"
+    assert inst.installed_versions() == ["1.0"]
+    assert leftovers(tmp_path / "web") == []
