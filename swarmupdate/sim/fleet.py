@@ -31,7 +31,6 @@ import bisect
 import hashlib
 import math
 import random
-from collections import deque
 from dataclasses import dataclass, field
 
 from swarmupdate.model import ChunkRef, PeerInfo
@@ -82,10 +81,6 @@ class SimConfig:
     #: agents start uniformly at random in [0, start_jitter]
     start_jitter: float = 0.0
     upload_slots: int = 4
-    #: requests an agent holds while its upload slots are full (the real peer server's upload_queue),
-    #: each for at most ``upload_queue_wait`` before it gets a 429
-    upload_queue: int = 0
-    upload_queue_wait: float = 2.0
     busy_retry_after: float = 1.0
     tracker_peers: int = 50
     #: the real agent announces every min(tracker interval, 10 s) while downloading, and every tracker
@@ -131,7 +126,6 @@ class _Agent:
         "snap_count",
         "start",
         "uploads",
-        "waiting",
     )
 
     def __init__(self, peer_id: str, host: Host, start: float, seed: int, adversary: bool) -> None:
@@ -145,8 +139,6 @@ class _Agent:
         self.poll_at: float | None = None
         self.poll_token = 0
         self.requests: dict[tuple[int, str | None], _Request] = {}
-        #: requests queued for an upload slot, oldest first
-        self.waiting: deque[_Request] = deque()
         self.uploads = 0
         self.snap: Bitfield | None = None
         self.snap_count = -1
@@ -392,7 +384,6 @@ class Simulator:
                 self.origin_sent += sent
             else:
                 request.src.uploads -= 1
-                self._next_upload(request.src)
 
     # --- servers ------------------------------------------------------------------------------------
 
@@ -409,31 +400,10 @@ class Simulator:
             self._answer(request, "missing", None)
             return
         if src.uploads >= self.config.upload_slots:
-            if len(src.waiting) < self.config.upload_queue:
-                src.waiting.append(request)
-                expires = self._queue.now + self.config.upload_queue_wait
-                self._queue.push(expires, self._queue_timeout, request)
-                return
             self._answer(request, "busy", self.config.busy_retry_after)
             return
         src.uploads += 1
         request.flow = self._net.start(src.host, dst, size, request, self._sent)
-
-    def _queue_timeout(self, request: _Request) -> None:
-        src = request.src
-        if src is not None and request in src.waiting:
-            src.waiting.remove(request)
-            if not request.cancelled:
-                self._answer(request, "busy", self.config.busy_retry_after)
-
-    def _next_upload(self, src: _Agent) -> None:
-        """An upload slot of ``src`` is free: the oldest queued request still wanted takes it."""
-        while src.waiting and src.uploads < self.config.upload_slots:
-            request = src.waiting.popleft()
-            if not request.cancelled:
-                src.uploads += 1
-                size = self.chunks[request.index].length
-                request.flow = self._net.start(src.host, request.agent.host, size, request, self._sent)
 
     def _answer(self, request: _Request, kind: FailureKind, retry_after: float | None) -> None:
         self._queue.push(self._queue.now + self.config.latency, self._failed, request, kind, retry_after)
@@ -445,7 +415,6 @@ class Simulator:
             self.origin_sent += flow.size
         else:
             src.uploads -= 1
-            self._next_upload(src)
         self._queue.push(self._queue.now + self.config.latency, self._arrived, request)
 
     def _arrived(self, request: _Request) -> None:
