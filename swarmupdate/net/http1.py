@@ -208,6 +208,8 @@ class Http1Pool:
                 end = conn.buf.find(b"\r\n\r\n")
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise HttpProtocolError(f"{url}: connection lost: {exc}") from exc
+        if end > _MAX_HEAD:
+            raise HttpProtocolError(f"{url}: response head larger than {_MAX_HEAD} bytes")
         head = bytes(conn.buf[:end])
         del conn.buf[: end + 4]
         status, headers = _parse_head(head, url)

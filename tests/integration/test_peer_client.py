@@ -1,0 +1,290 @@
+"""The peer client and its lean HTTP/1.1 pool, against the real peer server and against hostile servers.
+
+Real sockets on loopback. The hostile servers are raw TCP servers that answer each request with bytes
+chosen by the test: wrong lengths, truncated or endless bodies, chunked encoding, garbage heads, a
+connection that the server closes between two requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+
+from swarmupdate.errors import FetchError
+from swarmupdate.model import ChunkRef, PeerInfo
+from swarmupdate.net.http1 import Http1Pool, HttpConnectError, HttpProtocolError
+from swarmupdate.net.peer_client import PeerClient, chunk_url
+from swarmupdate.net.peer_server import PULLING_HEADER, PeerServer, parse_pulling
+from swarmupdate.store.disk import DiskChunkStore
+from swarmupdate.store.memory import MemoryChunkStore
+from swarmupdate.swarm.bitfield import Bitfield
+
+pytestmark = pytest.mark.anyio
+
+SWARM = "ab" * 32
+DATA = bytes(range(256)) * 4000
+REF = ChunkRef(hashlib.sha256(DATA).hexdigest(), len(DATA))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Directory:
+    def __init__(self) -> None:
+        self.bf = Bitfield(10, [0, 3, 9])
+
+    def bitfield(self, swarm: str) -> Bitfield | None:
+        return self.bf if swarm == SWARM else None
+
+    def pulling(self, swarm: str) -> list[int]:
+        return [4, 7] if swarm == SWARM else []
+
+    def known_peers(self, swarm: str) -> list[PeerInfo] | None:
+        return [PeerInfo("p1", "http://127.0.0.1:1", "x", True)] if swarm == SWARM else None
+
+
+#: request number on the connection, request head -> bytes to send and whether to close afterwards;
+#: None closes at once
+Reply = Callable[[int, bytes], tuple[bytes, bool] | None]
+
+
+async def raw_server(tg: anyio.abc.TaskGroup, reply: Reply) -> tuple[str, list[int]]:
+    """A TCP server answering request number ``k`` on a connection (from 0) with ``reply(k, head)``.
+    Returns its base URL and a list that counts connections."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    connections: list[int] = []
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        connections.append(1)
+        async with stream:
+            buf = b""
+            k = 0
+            try:
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        buf += await stream.receive()
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    out = reply(k, head)
+                    k += 1
+                    if out is None:
+                        return
+                    await stream.send(out[0])
+                    if out[1]:
+                        return
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                return
+
+    tg.start_soon(listener.serve, handle)
+    return f"http://127.0.0.1:{port}", connections
+
+
+def ok(body: bytes, extra: str = "") -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+async def with_raw(reply: Reply, check: Callable[[str, list[int]], Awaitable[None]]) -> None:
+    async with anyio.create_task_group() as tg:
+        base, connections = await raw_server(tg, reply)
+        await check(base, connections)
+        tg.cancel_scope.cancel()
+
+
+async def test_chunks_bitfields_and_peers_from_the_real_server(tmp_path: Path) -> None:
+    store = DiskChunkStore(tmp_path / "store")
+    store.put(REF, DATA)
+    server = PeerServer(
+        self_info=PeerInfo("me", "http://127.0.0.1:0"),
+        swarms=Directory(),
+        store=store,
+        metadata_dir=tmp_path / "md",
+        manifests_dir=tmp_path / "mf",
+    )
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{port}"
+        client = PeerClient(me=PeerInfo("asker", "http://127.0.0.1:9"))
+        sink = MemoryChunkStore()
+        for _ in range(3):  # kept-alive connections are used again
+            assert await client.fetch_chunk(chunk_url(base, REF.sha256, origin=False), REF, sink) == len(DATA)
+        assert sink.read(REF.sha256) == DATA
+        bf, pulling = await client.bitfield(base, SWARM, 10)
+        assert list(bf) == [0, 3, 9] and pulling == {4, 7}
+        assert [p.peer_id for p in await client.peers(base, SWARM)] == ["p1"]
+        assert (await client.info(base)).peer_id == "me"
+        missing = "cd" * 32
+        with pytest.raises(FetchError) as err:
+            await client.fetch_chunk(chunk_url(base, missing, origin=False), ChunkRef(missing, 5), sink)
+        assert err.value.kind == "missing"
+        with pytest.raises(FetchError) as err:
+            await client.bitfield(base, "ef" * 32, 10)
+        assert err.value.kind == "missing"
+        await client.aclose()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "message"),
+    [
+        (ok(DATA[:-1] + b"x"), "corrupt", "sha256 mismatch"),
+        (ok(DATA + b"more"), "corrupt", "Content-Length"),
+        (
+            f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode() + DATA[:1000],
+            "corrupt",
+            "body ended",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "corrupt",
+            "Transfer-Enc",
+        ),
+        (b"HTTP/1.1 200 OK\r\n\r\n" + DATA, "corrupt", "missing or bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n", "corrupt", "bad Content-Length"),
+        (b"SMTP ready\r\n\r\n", "corrupt", "malformed response head"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 20000 + b"\r\n\r\n", "corrupt", "head larger than"),
+        (b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nContent-Length: 5\r\n\r\nbusy\n", "busy", "429"),
+        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", "missing", "404"),
+        (b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n", "error", "HTTP 500"),
+    ],
+)
+async def test_bad_chunk_answers_are_named_and_nothing_is_stored(
+    answer: bytes, kind: str, message: str
+) -> None:
+    async def check(base: str, _: list[int]) -> None:
+        client = PeerClient()
+        sink = MemoryChunkStore()
+        with pytest.raises(FetchError, match=message) as err:
+            await client.fetch_chunk(chunk_url(base, REF.sha256, origin=False), REF, sink)
+        assert err.value.kind == kind
+        assert not sink.has(REF.sha256)
+        if kind == "busy":
+            assert err.value.retry_after == 3.0
+        await client.aclose()
+
+    # a server that answers and then closes (a truncated body is only seen as such at the close)
+    await with_raw(lambda k, head: (answer, True), check)
+
+
+async def test_an_endless_body_is_cut_off_at_the_signed_length() -> None:
+    async def check(base: str, _: list[int]) -> None:
+        client = PeerClient(request_timeout=5)
+        with pytest.raises(FetchError) as err:
+            await client.fetch_chunk(chunk_url(base, REF.sha256, origin=False), REF, MemoryChunkStore())
+        assert err.value.kind == "corrupt"
+        await client.aclose()
+
+    # a Content-Length far beyond the signed length is refused before any byte is read
+    big = f"HTTP/1.1 200 OK\r\nContent-Length: {10 * len(DATA)}\r\n\r\n".encode() + DATA * 3
+    await with_raw(lambda k, head: (big, False), check)
+
+
+async def test_a_stalled_body_times_out_and_the_connection_is_not_reused() -> None:
+    async def check(base: str, connections: list[int]) -> None:
+        client = PeerClient(request_timeout=0.5)
+        url = chunk_url(base, REF.sha256, origin=False)
+        with pytest.raises(FetchError) as err:
+            await client.fetch_chunk(url, REF, MemoryChunkStore())
+        assert err.value.kind == "timeout"
+        assert await client.fetch_chunk(url, REF, MemoryChunkStore()) == len(DATA)
+        assert len(connections) == 2  # the stalled one was closed, not handed out again
+        await client.aclose()
+
+    stall = f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode() + DATA[:100]
+    calls: list[int] = []
+
+    def reply(k: int, head: bytes) -> tuple[bytes, bool] | None:
+        calls.append(k)
+        return (stall if len(calls) == 1 else ok(DATA)), False
+
+    await with_raw(reply, check)
+
+
+async def test_a_connection_the_server_closed_while_idle_is_retried_once_on_a_fresh_one() -> None:
+    async def check(base: str, connections: list[int]) -> None:
+        pool = Http1Pool()
+        for _ in range(3):
+            async with pool.get(f"{base}/x") as response:
+                assert response.status == 200 and await response.read(100) == b"hello"
+        # each connection answered one request then closed: every later request found its kept-alive
+        # connection dead and went to a fresh one, without an error reaching the caller
+        assert len(connections) == 3
+        await pool.aclose()
+
+    await with_raw(lambda k, head: (ok(b"hello"), False) if k == 0 else None, check)
+
+
+async def test_connection_close_and_unread_bodies_are_not_kept() -> None:
+    async def check(base: str, connections: list[int]) -> None:
+        pool = Http1Pool()
+        async with pool.get(f"{base}/a") as response:
+            assert response.headers["connection"] == "close"
+            await response.read(100)
+        async with pool.get(f"{base}/b") as response:
+            pass  # body left unread
+        async with pool.get(f"{base}/c") as response:
+            assert await response.read(100) == b"hello"
+        assert len(connections) == 3
+        await pool.aclose()
+
+    await with_raw(
+        lambda k, head: (ok(b"hello", "Connection: close\r\n" if b"/a" in head else ""), False), check
+    )
+
+
+async def test_requests_carry_host_and_headers_and_refuse_bad_urls() -> None:
+    seen: list[bytes] = []
+
+    def reply(k: int, head: bytes) -> tuple[bytes, bool] | None:
+        seen.append(head)
+        return ok(b"{}"), False
+
+    async def check(base: str, _: list[int]) -> None:
+        pool = Http1Pool(headers={"User-Agent": "t/1"})
+        async with pool.get(f"{base}/v1/x?y=1", {"X-Swarmupdate-Peer": "a b"}) as response:
+            await response.read(10)
+        for bad in ("https://127.0.0.1/x", "ftp://h/x", "http:///x", "http://h/a b"):
+            with pytest.raises(ValueError):
+                async with pool.get(bad):
+                    pass
+        with pytest.raises(HttpProtocolError, match="more than 1"):
+            async with pool.get(f"{base}/y") as response:
+                await response.read(1)
+        await pool.aclose()
+
+    await with_raw(reply, check)
+    lines = seen[0].decode().split("\r\n")
+    assert lines[0] == "GET /v1/x?y=1 HTTP/1.1"
+    assert lines[1].startswith("Host: 127.0.0.1:")
+    assert "User-Agent: t/1" in lines and "X-Swarmupdate-Peer: a b" in lines
+
+
+async def test_nobody_listening_is_a_connect_error() -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()
+    pool = Http1Pool(connect_timeout=1)
+    with pytest.raises(HttpConnectError, match="cannot connect"):
+        async with pool.get(f"http://127.0.0.1:{port}/x"):
+            pass
+    client = PeerClient(connect_timeout=1)
+    with pytest.raises(FetchError) as err:
+        await client.bitfield(f"http://127.0.0.1:{port}", SWARM, 10)
+    assert err.value.kind == "error"
+    await client.aclose()
+    await pool.aclose()
+
+
+def test_pulling_header_parsing_keeps_only_valid_indexes() -> None:
+    assert parse_pulling(None, 10) == frozenset()
+    assert parse_pulling("", 10) == frozenset()
+    assert parse_pulling("1, 3,9", 10) == {1, 3, 9}
+    assert parse_pulling("1,10,-2,x,99999999999,3", 10) == {1, 3}
+    assert parse_pulling(",".join(str(i) for i in range(500)), 1000) == set(range(64))
+    assert PULLING_HEADER == "x-swarmupdate-pulling"
