@@ -303,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc = {
         "machine": machine_info(),
         "command": " ".join(["bench/fleet.py", *(argv if argv is not None else sys.argv[1:])]),
+        "timestamp": stamp,
         "duration_s": time.time() - started,
         "runs": rows,
         "table": md,

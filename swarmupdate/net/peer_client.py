@@ -30,6 +30,8 @@ __all__ = ["PeerClient", "chunk_url", "parse_peer_list"]
 _MAX_JSON = 256 * 1024
 _READ = 256 * 1024
 _MAX_ERROR_BODY = 4096
+#: a chunk transfer gets at most length / MIN_RATE seconds (bytes/s; at least request_timeout)
+MIN_RATE = 16 * 1024
 
 
 class _Writer(Protocol):
@@ -83,19 +85,33 @@ class PeerClient:
 
         ``origin``: the URL is the origin's (fetched with httpx, whatever its scheme).
 
+        Time limits: a transfer is given up when no byte came for ``request_timeout`` seconds, or when
+        the whole chunk has not come within ``length / MIN_RATE`` seconds (at least ``request_timeout``:
+        a peer trickling bytes is cut off). Not a fixed total: an
+        origin that many agents share sends each of them slowly, and a transfer cut off at a fixed time
+        is asked again, so everyone would start over forever and nothing would complete.
+
         Raises:
             FetchError: with kind corrupt, missing, busy, timeout or error.
             StoreError: the local disk refused (not the peer's fault).
         """
-        with anyio.move_on_after(self.request_timeout) as scope:
+        started = anyio.current_time()
+        cap = started + max(self.request_timeout, ref.length / MIN_RATE)
+        with anyio.CancelScope(deadline=min(started + self.request_timeout, cap)) as scope:
+
+            def progress() -> None:
+                scope.deadline = min(anyio.current_time() + self.request_timeout, cap)
+
             if origin or not url.startswith("http://"):
-                return await self._fetch_chunk(url, ref, store)
-            return await self._fetch_chunk_lean(url, ref, store)
+                return await self._fetch_chunk(url, ref, store, progress)
+            return await self._fetch_chunk_lean(url, ref, store, progress)
         if scope.cancelled_caught:
-            raise FetchError("timeout", f"{url}: not complete after {self.request_timeout:.0f}s")
+            took = anyio.current_time() - started
+            why = f"stalled or slower than {MIN_RATE // 1024} KiB/s"
+            raise FetchError("timeout", f"{url}: {why} after {took:.0f}s")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _fetch_chunk(self, url: str, ref: ChunkRef, store: _Store) -> int:
+    async def _fetch_chunk(self, url: str, ref: ChunkRef, store: _Store, progress: Callable[[], None]) -> int:
         try:
             async with self._http.stream("GET", url) as response:
                 _check_status(response.status_code, response.headers, url)
@@ -110,6 +126,7 @@ class PeerClient:
                         if self.download_pace is not None:
                             await self.download_pace(len(piece))
                         writer.write(piece)
+                        progress()
                     await anyio.to_thread.run_sync(writer.commit)
                 except BaseException:
                     writer.abort()
@@ -127,7 +144,9 @@ class PeerClient:
         except StoreError:
             raise
 
-    async def _fetch_chunk_lean(self, url: str, ref: ChunkRef, store: _Store) -> int:
+    async def _fetch_chunk_lean(
+        self, url: str, ref: ChunkRef, store: _Store, progress: Callable[[], None]
+    ) -> int:
         try:
             async with self._peers.get(url) as response:
                 await _check_lean_status(response, url)
@@ -141,6 +160,7 @@ class PeerClient:
                         if self.download_pace is not None:
                             await self.download_pace(len(piece))
                         writer.write(piece)
+                        progress()
                     await anyio.to_thread.run_sync(writer.commit)
                 except BaseException:
                     writer.abort()

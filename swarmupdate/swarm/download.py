@@ -29,6 +29,7 @@ only draws more 429s.
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -53,7 +54,7 @@ from swarmupdate.swarm.events import (
 )
 from swarmupdate.swarm.peers import PeerState, PeerTable
 from swarmupdate.swarm.picker import Availability, MaskCodec, random_priorities, rarest_first
-from swarmupdate.swarm.policy import chunk_owner, fallback_wait, peer_chunk_hash, pullers
+from swarmupdate.swarm.policy import chunk_owner, fallback_wait, peer_chunk_hash
 
 __all__ = [
     "Action",
@@ -81,6 +82,8 @@ WINDOW_SHRINK = 0.9
 WINDOW_GROWTH = 1.0
 #: the remembered origin chunk time decays by this factor at each origin arrival (see _origin_busy_until)
 ORIGIN_TIME_DECAY = 0.8
+#: a chunk a live peer says it is pulling from the origin is pulled here only after this many fallback delays
+CLAIM_PATIENCE = 6.0
 #: a 429's wait is stretched by up to this fraction at random
 BUSY_JITTER = 0.5
 #: bitfield rounds come every interval, give or take half this fraction
@@ -156,6 +159,8 @@ class Download:
         self._swarm_size = max(swarm_size, 0)
         self._view_version = 0
         self._pullers_cache: tuple[int, list[str]] | None = None
+        #: (swarm, peer) hash of every peer seen, and of this agent (see swarm.policy.pullers)
+        self._swarm_rank: dict[str, float] = {self_id: peer_chunk_hash(salt, self_id)}
         #: chunk owners among a list of pullers (that very list object)
         self._owners: tuple[list[str] | None, dict[int, str | None]] = (None, {})
         self._own_hash: list[float | None] = [None] * n
@@ -472,8 +477,10 @@ class Download:
             else:
                 wait = self._origin_wait(i)
                 if claimed & self._codec.bit[i]:
-                    # a live peer says it is fetching this one from the origin: leave it to that one
-                    wait = max(wait, self._config.origin_fallback_delay)
+                    # A live peer says it is fetching this one from the origin: leave it to that one. On a
+                    # slow origin that takes long, and a second request would only slow both; a peer that
+                    # claims and never delivers delays the chunk by CLAIM_PATIENCE fallback delays at most.
+                    wait = max(wait, CLAIM_PATIENCE * self._config.origin_fallback_delay)
                 at = max(unseen_since[i] + wait, settle, busy if wait > 0 else -math.inf)
                 if ahead is not None and ahead(i) >= self._config.origin_window:
                     continue  # the fleet's origin pipeline is full: an arrival or a view change reopens it
@@ -620,9 +627,13 @@ class Download:
         cached = self._pullers_cache
         if cached is not None and cached[0] == self._view_version:
             return cached[1]
+        ranks = self._swarm_rank
+        for p in self._peers.live():
+            if p.peer_id not in ranks:
+                ranks[p.peer_id] = peer_chunk_hash(self._salt, p.peer_id)
         ids = [p.peer_id for p in self._peers.live()]
         ids.append(self._self_id)
-        found = pullers(self._salt, ids, self._config.origin_puller_count)
+        found = heapq.nsmallest(self._config.origin_puller_count, ids, key=lambda pid: (ranks[pid], pid))
         if self._pullers_cache is not None and self._pullers_cache[1] == found:
             found = self._pullers_cache[1]  # the same object: the chunk owners stay cached
         self._pullers_cache = (self._view_version, found)

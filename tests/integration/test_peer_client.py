@@ -7,6 +7,7 @@ connection that the server closes between two requests.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from swarmupdate.errors import FetchError
 from swarmupdate.model import ChunkRef, PeerInfo
 from swarmupdate.net.http1 import Http1Pool, HttpConnectError, HttpProtocolError
-from swarmupdate.net.peer_client import PeerClient, chunk_url
+from swarmupdate.net.peer_client import MIN_RATE, PeerClient, chunk_url
 from swarmupdate.net.peer_server import PULLING_HEADER, PeerServer, parse_pulling
 from swarmupdate.store.disk import DiskChunkStore
 from swarmupdate.store.memory import MemoryChunkStore
@@ -288,3 +289,44 @@ def test_pulling_header_parsing_keeps_only_valid_indexes() -> None:
     assert parse_pulling("1,10,-2,x,99999999999,3", 10) == {1, 3}
     assert parse_pulling(",".join(str(i) for i in range(500)), 1000) == set(range(64))
     assert PULLING_HEADER == "x-swarmupdate-pulling"
+
+
+async def test_a_slow_transfer_that_keeps_coming_is_not_cut_off_a_trickle_is() -> None:
+    small = DATA[:32768]
+    small_ref = ChunkRef(hashlib.sha256(small).hexdigest(), len(small))
+
+    async def serve_slowly(stream: anyio.abc.SocketStream, data: bytes, piece: int, pause: float) -> None:
+        async with stream:
+            while b"\r\n\r\n" not in await stream.receive():
+                pass
+            await stream.send(f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+            for i in range(0, len(data), piece):
+                await stream.send(data[i : i + piece])
+                await anyio.sleep(pause)
+
+    cases = ((DATA, REF, len(DATA) // 8, 0.1, True), (small, small_ref, 1, 0.05, False))
+    for data, ref, piece, pause, ok_expected in cases:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with anyio.create_task_group() as tg:
+
+            async def handle(
+                stream: anyio.abc.SocketStream, data: bytes = data, piece: int = piece, pause: float = pause
+            ) -> None:
+                with contextlib.suppress(anyio.BrokenResourceError, ConnectionError, anyio.EndOfStream):
+                    await serve_slowly(stream, data, piece, pause)
+
+            tg.start_soon(listener.serve, handle)
+            # 0.3 s without a byte would be a stall; the 1 MB chunk takes about 0.8 s in 8 pieces
+            client = PeerClient(request_timeout=0.3)
+            url = chunk_url(f"http://127.0.0.1:{port}", ref.sha256, origin=False)
+            if ok_expected:
+                assert await client.fetch_chunk(url, ref, MemoryChunkStore()) == len(data)
+            else:
+                # a byte every 50 ms never stalls but would take half an hour: cut off at length / MIN_RATE
+                assert len(small) / MIN_RATE == 2.0
+                with anyio.fail_after(5), pytest.raises(FetchError, match="slower than") as err:
+                    await client.fetch_chunk(url, ref, MemoryChunkStore())
+                assert err.value.kind == "timeout"
+            await client.aclose()
+            tg.cancel_scope.cancel()
