@@ -1,12 +1,11 @@
 """CPU per GB of the chunk path on a shaped link: S agents' peer servers serving one client.
 
-The fleet benchmark showed agents spending several times libtorrent's CPU per GB at 20 Mbit/s, and less
-per GB at 100 Mbit/s: the cost is per read and per wakeup, not per byte, and slow links make many small
-reads. This isolates that path on the testbed of ``bench/netbed.py``: ``--servers`` hosts, each running
-the agent's own PeerServer over a disk store, uplinks shaped to ``--mbit``; one client host fetching every
-chunk from them with the agent's own PeerClient (``--concurrency`` requests in flight, spread over the
-servers), each chunk verified by the store writer. Reports, per run, CPU seconds per GB (wait4 rusage) of
-the client and of the servers, and the mean size of one read on the client. Needs root. Run:
+The fleet benchmark showed agents spending several times libtorrent's CPU per GB at 20 Mbit/s. This
+isolates the chunk path on the testbed of ``bench/netbed.py``: ``--servers`` hosts, each running the agent's
+own PeerServer over a disk store, uplinks shaped to ``--mbit``; one client host fetching every chunk from
+them with the agent's own PeerClient (``--concurrency`` requests in flight, spread over the servers), each
+chunk verified by the store writer. Reports CPU seconds per GB (wait4 rusage, start-up included) of the
+client and of the servers (their store set-up included). Needs root. Run:
 
     sudo .venv/bin/python bench/shaped_pair.py [--servers 4] [--mbit 20] [--chunks 32] [--concurrency 16]
 """
@@ -70,7 +69,6 @@ def fetch(args: argparse.Namespace) -> None:
     import anyio
 
     from swarmupdate.model import ChunkRef
-    from swarmupdate.net import peer_client
     from swarmupdate.net.peer_client import PeerClient, chunk_url
     from swarmupdate.store.memory import MemoryChunkStore
 
@@ -96,8 +94,7 @@ def fetch(args: argparse.Namespace) -> None:
         return time.perf_counter() - started
 
     elapsed = anyio.run(run)
-    stats = getattr(peer_client, "READ_STATS", None)
-    print(json.dumps({"elapsed": elapsed, "reads": stats}))
+    print(json.dumps({"elapsed": elapsed}))
 
 
 def main() -> None:
@@ -154,7 +151,6 @@ def main() -> None:
                     "line_rate_s": round(gb * 8e3 / (args.mbit * args.servers), 2),
                     "client_cpu_s_per_gb": round(usage.cpu_s / gb, 1),
                     "servers_cpu_s_per_gb_incl_setup": round(server_cpu / gb, 1),
-                    "reads": out["reads"],
                 }
             )
         )
