@@ -21,7 +21,7 @@ class DownloadConfig:
     origin_max_inflight: int = 4
     #: chunks on their way from the origin to the swarm, fleet-wide, ahead of a designated pull
     #: (see Download._origin_pipeline)
-    origin_window: int = 4
+    origin_window: int = 8
     #: an agent waits this long before its first origin pull, to learn the peers that joined with it
     #: (and so who pulls what): agents started together each see an empty swarm at first
     origin_start_delay: float = 1.0
