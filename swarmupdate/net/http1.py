@@ -10,11 +10,12 @@ speaks exactly that and refuses anything else (``Transfer-Encoding``, a missing 
 protocol error naming the URL. The origin, which may be any web server, a CDN or behind a proxy, keeps
 httpx.
 
-Connections are pooled per ``host:port``, at most ``max_idle_per_host`` idle ones each, closed after
-``idle_timeout`` unused (before the server's own idle timeout of 30 s). A request on a pooled connection
-that the server closed meanwhile is retried once on a fresh one (GET is idempotent); a response whose
-body was not read to the end closes its connection instead of returning it, so a stalled or cancelled
-transfer never leaks into the next request.
+Connections are pooled per ``host:port``, at most ``max_idle_per_host`` idle ones each (an agent has at
+most four chunk requests and a bitfield poll in flight per peer), and closed after ``idle_timeout`` unused
+(before the server's own idle timeout of 30 s) by a sweep at most every ``idle_timeout / 2``. A request on a
+pooled connection that the server closed meanwhile is retried once on a fresh one (GET is idempotent); a
+response whose body was not read to the end closes its connection instead of returning it, so a stalled or
+cancelled transfer never leaks into the next request.
 
 Timeouts: connecting is bounded here (``connect_timeout``); the caller bounds the whole request with a
 cancel scope, and cancellation at any point closes the connection.
@@ -124,7 +125,7 @@ class Http1Pool:
         *,
         connect_timeout: float = 2.0,
         headers: Mapping[str, str] | None = None,
-        max_idle_per_host: int = 8,
+        max_idle_per_host: int = 6,
         idle_timeout: float = 20.0,
     ) -> None:
         self.connect_timeout = connect_timeout
@@ -133,6 +134,7 @@ class Http1Pool:
         self._headers = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
         self._closed = False
+        self._next_sweep = time.monotonic() + idle_timeout / 2
 
     async def aclose(self) -> None:
         self._closed = True
@@ -222,14 +224,29 @@ class Http1Pool:
         return Http1Response(url, conn, status, headers, int(declared)), keep
 
     async def _take(self, host: str, port: int) -> _Conn | None:
-        conns = self._idle.get((host, port))
         now = time.monotonic()
+        if now >= self._next_sweep:
+            await self._sweep(now)
+        conns = self._idle.get((host, port))
         while conns:
             conn = conns.pop()
             if now - conn.idle_since < self.idle_timeout:
                 return conn
             await conn.aclose()  # the server is about to drop it anyway
         return None
+
+    async def _sweep(self, now: float) -> None:
+        """Close every connection idle too long, so that peers gone quiet do not keep file descriptors."""
+        self._next_sweep = now + self.idle_timeout / 2
+        for key in list(self._idle):
+            conns = self._idle[key]
+            stale = [c for c in conns if now - c.idle_since >= self.idle_timeout]
+            if stale:
+                conns[:] = [c for c in conns if now - c.idle_since < self.idle_timeout]
+                for conn in stale:
+                    await conn.aclose()
+            if not conns:
+                del self._idle[key]
 
 
 def _split(url: str) -> tuple[str, int, str, str]:

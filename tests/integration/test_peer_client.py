@@ -330,3 +330,21 @@ async def test_a_slow_transfer_that_keeps_coming_is_not_cut_off_a_trickle_is() -
                 assert err.value.kind == "timeout"
             await client.aclose()
             tg.cancel_scope.cancel()
+
+
+async def test_idle_connections_are_swept_after_the_idle_timeout() -> None:
+    async def check(base: str, connections: list[int]) -> None:
+        pool = Http1Pool(idle_timeout=0.2)
+        async with pool.get(f"{base}/a") as response:
+            await response.read(100)
+        assert sum(len(c) for c in pool._idle.values()) == 1
+        await anyio.sleep(0.3)
+        # the next request (to any peer) sweeps: the old connection is closed, not reused
+        async with pool.get(f"{base}/b") as response:
+            await response.read(100)
+        assert len(connections) == 2
+        assert sum(len(c) for c in pool._idle.values()) == 1
+        await pool.aclose()
+        assert pool._idle == {}
+
+    await with_raw(lambda k, head: (ok(b"hello"), False), check)
