@@ -13,6 +13,7 @@ import pytest
 from swarmupdate.model import ChunkRef, PeerInfo
 from swarmupdate.swarm.bitfield import Bitfield
 from swarmupdate.swarm.download import (
+    CLAIM_PATIENCE,
     Action,
     BanPeer,
     BitfieldUpdate,
@@ -801,3 +802,42 @@ def test_fallback_waits_while_the_origin_is_slow_for_this_agent_too() -> None:
         now = wake
         pulled = requests(dl.poll(now))
     assert pulled == [(1, None)] and now == pytest.approx(busy_until)
+
+
+def test_a_chunk_a_peer_says_it_is_pulling_is_left_to_it() -> None:
+    refs = chunks(2)
+    cfg = DownloadConfig(origin_start_delay=0, origin_fallback_delay=10.0, origin_window=8)
+    other = "n1"
+    me = next(f"m{k}" for k in range(100) if owned(refs, f"m{k}", [other]))
+    index = min(owned(refs, me, [other]))
+    dl = Download(refs, (), me, cfg, now=0.0)
+    # the other agent joined earlier, believed it owned this chunk, and is fetching it from the origin
+    events: list[Event] = [
+        SwarmSize(2),
+        PeerSeen(peer(other)),
+        BitfieldUpdate(other, Bitfield(2), frozenset({index})),
+    ]
+    got = requests(dl.handle_all(events, 0.0))
+    assert (index, None) not in got
+    # it stays with the claimer far beyond the usual fallback delay ...
+    assert (index, None) not in requests(dl.poll(30.0))
+    # ... until the claim ends without the chunk (its pull failed): then the owner pulls at once
+    assert (index, None) in requests(dl.handle(BitfieldUpdate(other, Bitfield(2)), 31.0))
+
+
+def test_a_claim_never_delivered_delays_a_chunk_by_a_bounded_time() -> None:
+    refs = chunks(1)
+    cfg = DownloadConfig(origin_start_delay=0, origin_fallback_delay=1.0)
+    me, liar = "n0", "liar"
+    dl = Download(refs, (), me, cfg, now=0.0)
+    claim = BitfieldUpdate(liar, Bitfield(1), frozenset({0}))
+    assert requests(dl.handle_all([SwarmSize(2), PeerSeen(peer(liar)), claim], 0.0)) == []
+    t, got = 0.0, []
+    while not got:
+        dl.handle(claim, t)  # the claim is repeated at every poll
+        wake = dl.next_wakeup(t)
+        assert wake is not None and wake > t
+        t = wake
+        got = requests(dl.poll(t))
+    assert got == [(0, None)]
+    assert t <= CLAIM_PATIENCE * 1.0 + 1e-9
