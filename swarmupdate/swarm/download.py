@@ -82,6 +82,9 @@ WINDOW_SHRINK = 0.9
 WINDOW_GROWTH = 1.0
 #: the remembered origin chunk time decays by this factor at each origin arrival (see _origin_busy_until)
 ORIGIN_TIME_DECAY = 0.8
+#: in a swarm of N agents, its origin pullers are asked for their bitfield in a share PULLER_POLL_VIEW / N
+#: of the rounds (about as often as any peer in views of that many peers)
+PULLER_POLL_VIEW = 200
 #: a chunk a live peer says it is pulling from the origin is pulled here only after this many fallback delays
 CLAIM_PATIENCE = 6.0
 #: a 429's wait is stretched by up to this fraction at random
@@ -419,9 +422,16 @@ class Download:
 
     def _bitfield_round(self, now: float, actions: list[Action]) -> None:
         interval = self._config.bitfield_interval
+        # Every agent of the swarm knows its origin pullers (the tracker hands them to everyone): in a
+        # swarm larger than one agent's view, asking them every round would pile the whole swarm's
+        # polls on 16 agents. Ask them as often as an ordinary peer gets asked.
+        share = min(1.0, PULLER_POLL_VIEW / self.swarm_estimate)
+        pullers = self._pullers() if share < 1.0 else ()
         for state in self._peers.live():
             # a complete peer will not change; one asked less than half an interval ago is answering
             if not state.complete and now - state.bitfield_asked >= interval / 2:
+                if state.peer_id in pullers and state.known and self._rng.random() >= share:
+                    continue
                 state.bitfield_asked = now
                 actions.append(RequestBitfield(state.peer_id))
         # spread rounds a little so that agents started together do not poll in lockstep

@@ -841,3 +841,29 @@ def test_a_claim_never_delivered_delays_a_chunk_by_a_bounded_time() -> None:
         got = requests(dl.poll(t))
     assert got == [(0, None)]
     assert t <= CLAIM_PATIENCE * 1.0 + 1e-9
+
+
+def test_in_a_large_swarm_the_pullers_are_polled_as_often_as_anyone_else() -> None:
+    refs = chunks(4)
+    cfg = DownloadConfig(bitfield_interval=1.0, origin_start_delay=1000.0)
+    peers = [f"p{i}" for i in range(60)]
+    group = set(pullers("", [*peers, "me"], 16)) - {"me"}
+    for swarm, expect_pullers in ((50, (50, 70)), (10_000, (0, 5))):
+        dl = Download(refs, (), "me", cfg, now=0.0, rng=random.Random(1))
+        dl.handle_all([SwarmSize(swarm), *(PeerSeen(peer(p)) for p in peers)], 0.0)
+        dl.handle_all([BitfieldUpdate(p, Bitfield(4)) for p in peers], 0.01)
+        asked: Counter[str] = Counter()
+        t = 0.01
+        while t < 60:
+            wake = dl.next_wakeup(t)
+            assert wake is not None
+            t = max(wake, t + 0.01)
+            asked.update(bitfield_asks(dl.poll(t)))
+            dl.handle_all([BitfieldUpdate(p, Bitfield(4)) for p in peers], t)
+        per_puller = [asked[p] for p in group]
+        others = [asked[p] for p in peers if p not in group]
+        low, high = expect_pullers
+        # other peers: about one ask a second either way
+        assert min(others) >= 50
+        # pullers: the same in a small swarm, 200/10,000 of it (about 1 in 60 s) in a large one
+        assert low <= sum(per_puller) / len(per_puller) <= high, (swarm, per_puller)
