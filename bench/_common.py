@@ -192,3 +192,16 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+class NoSwarms:
+    """A peer server's swarm directory that knows no swarm: the benches only serve chunks."""
+
+    def bitfield(self, swarm: str) -> Any:
+        return None
+
+    def pulling(self, swarm: str) -> list[int]:
+        return []
+
+    def known_peers(self, swarm: str) -> Any:
+        return None

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import anyio
+from _common import NoSwarms
 
 from swarmupdate.model import ChunkRef, PeerInfo
 from swarmupdate.net.httpserver import ServerLimits
@@ -25,24 +26,12 @@ from swarmupdate.net.peer_client import PeerClient, chunk_url
 from swarmupdate.net.peer_server import PeerServer
 from swarmupdate.store.disk import DiskChunkStore
 from swarmupdate.store.memory import MemoryChunkStore
-from swarmupdate.swarm.bitfield import Bitfield
-
-
-class _Nothing:
-    def pulling(self, swarm: str) -> list[int]:
-        return []
-
-    def bitfield(self, swarm: str) -> Bitfield | None:
-        return None
-
-    def known_peers(self, swarm: str) -> list[PeerInfo] | None:
-        return None
 
 
 async def _run(store: DiskChunkStore, refs: list[ChunkRef], block: int, concurrency: int) -> float:
     server = PeerServer(
         self_info=PeerInfo("bench", "http://127.0.0.1:0"),
-        swarms=_Nothing(),
+        swarms=NoSwarms(),
         store=store,
         metadata_dir=Path("/nonexistent"),
         manifests_dir=Path("/nonexistent"),

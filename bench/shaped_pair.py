@@ -35,28 +35,18 @@ def _chunks(seed: int, n: int) -> list[bytes]:
 
 def serve(args: argparse.Namespace) -> None:
     import anyio
+    from _common import NoSwarms
 
     from swarmupdate.model import ChunkRef, PeerInfo
     from swarmupdate.net.peer_server import PeerServer
     from swarmupdate.store.disk import DiskChunkStore
-    from swarmupdate.swarm.bitfield import Bitfield
-
-    class _Nothing:
-        def pulling(self, swarm: str) -> list[int]:
-            return []
-
-        def bitfield(self, swarm: str) -> Bitfield | None:
-            return None
-
-        def known_peers(self, swarm: str) -> list[PeerInfo] | None:
-            return None
 
     store = DiskChunkStore(Path(args.store))
     for data in _chunks(args.seed, args.chunks):
         store.put(ChunkRef(hashlib.sha256(data).hexdigest(), len(data)), data)
     server = PeerServer(
         self_info=PeerInfo("bench", f"http://0.0.0.0:{PORT}"),
-        swarms=_Nothing(),
+        swarms=NoSwarms(),
         store=store,
         metadata_dir=Path("/nonexistent"),
         manifests_dir=Path("/nonexistent"),

@@ -12,7 +12,7 @@ is cut off at once and nothing unverified becomes visible.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import anyio
@@ -120,18 +120,7 @@ class PeerClient:
                     raise FetchError(
                         "corrupt", f"{url}: Content-Length {declared}, signed length {ref.length}"
                     )
-                writer: _Writer = store.writer(ref)
-                try:
-                    async for piece in response.aiter_raw(_READ):
-                        if self.download_pace is not None:
-                            await self.download_pace(len(piece))
-                        writer.write(piece)
-                        progress()
-                    await anyio.to_thread.run_sync(writer.commit)
-                except BaseException:
-                    writer.abort()
-                    raise
-                return ref.length
+                return await self._store(response.aiter_raw(_READ), ref, store, progress)
         except ChunkVerificationError as exc:
             raise FetchError("corrupt", f"{url}: {exc}") from exc
         except httpx.RemoteProtocolError as exc:
@@ -154,18 +143,7 @@ class PeerClient:
                     raise FetchError(
                         "corrupt", f"{url}: Content-Length {response.length}, signed length {ref.length}"
                     )
-                writer: _Writer = store.writer(ref)
-                try:
-                    async for piece in response.iter_body(_READ):
-                        if self.download_pace is not None:
-                            await self.download_pace(len(piece))
-                        writer.write(piece)
-                        progress()
-                    await anyio.to_thread.run_sync(writer.commit)
-                except BaseException:
-                    writer.abort()
-                    raise
-                return ref.length
+                return await self._store(response.iter_body(_READ), ref, store, progress)
         except ChunkVerificationError as exc:
             raise FetchError("corrupt", f"{url}: {exc}") from exc
         except HttpConnectError as exc:
@@ -173,6 +151,23 @@ class PeerClient:
         except HttpError as exc:
             # a malformed or short response: bad data from this peer
             raise FetchError("corrupt", str(exc)) from exc
+
+    async def _store(
+        self, pieces: AsyncIterator[bytes], ref: ChunkRef, store: _Store, progress: Callable[[], None]
+    ) -> int:
+        """Write a body into a verifying store writer; nothing becomes visible unless it matches ``ref``."""
+        writer: _Writer = store.writer(ref)
+        try:
+            async for piece in pieces:
+                if self.download_pace is not None:
+                    await self.download_pace(len(piece))
+                writer.write(piece)
+                progress()
+            await anyio.to_thread.run_sync(writer.commit)
+        except BaseException:
+            writer.abort()
+            raise
+        return ref.length
 
     async def _get_small(
         self, url: str, *, hint: bool = False, headers_out: dict[str, str] | None = None
