@@ -210,6 +210,8 @@ class SwarmRuntime:
                 cancelled = inflight.pop((action.index, action.peer_id), None)
                 if cancelled is not None:
                     cancelled.cancel()
+                    if action.peer_id is None:
+                        self.origin_pulling.discard(action.index)
             elif isinstance(action, RequestBitfield):
                 tg.start_soon(self._fetch_bitfield, action.peer_id)
             elif isinstance(action, BanPeer) and action.peer_id not in self.banned:
@@ -226,9 +228,27 @@ class SwarmRuntime:
         ref = self.unique[u]
         source = "origin" if peer_id is None else "peer"
         started = self.clock()
-        event: Event
         if peer_id is None:
             self.origin_pulling.add(u)
+        try:
+            await self._fetch_chunk_in(u, ref, peer_id, source, started, scope)
+        finally:
+            # a late finisher must not drop the books of a newer request for the same chunk and source
+            if inflight.get((u, peer_id)) is scope:
+                del inflight[(u, peer_id)]
+                if peer_id is None:
+                    self.origin_pulling.discard(u)
+
+    async def _fetch_chunk_in(
+        self,
+        u: int,
+        ref: ChunkRef,
+        peer_id: str | None,
+        source: str,
+        started: float,
+        scope: anyio.CancelScope,
+    ) -> None:
+        event: Event
         with scope:
             try:
                 if self.store.has(ref.sha256):  # an in-memory index: no need for a thread
@@ -263,9 +283,6 @@ class SwarmRuntime:
                 self._mark(u, source, nbytes)
                 event = ChunkArrived(u, peer_id, nbytes, self.clock() - started)
             self._send(event)
-        inflight.pop((u, peer_id), None)
-        if peer_id is None:
-            self.origin_pulling.discard(u)
 
     def _mark(self, u: int, source: str, nbytes: int) -> None:
         chunks = self.release.manifest.chunks

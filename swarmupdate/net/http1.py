@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 
-__all__ = ["Http1Pool", "HttpConnectError", "HttpError", "HttpProtocolError", "Http1Response"]
+__all__ = ["Http1Pool", "Http1Response", "HttpConnectError", "HttpError", "HttpProtocolError", "HttpUrlError"]
 
 _MAX_HEAD = 16 * 1024
 _READ = 256 * 1024
@@ -48,6 +48,17 @@ class HttpConnectError(HttpError):
 
 class HttpProtocolError(HttpError):
     """The server broke HTTP/1.1 or this client's subset of it: bad head, bad length, short body."""
+
+
+class HttpUrlError(HttpError, ValueError):
+    """The URL cannot be requested by this client (not ``http://``, bad port or characters)."""
+
+
+def _decimal(text: str | None, digits: int) -> int | None:
+    """``text`` as a non-negative int of at most ``digits`` ASCII digits, else None (never raises)."""
+    if text is None or not text or len(text) > digits or not (text.isascii() and text.isdecimal()):
+        return None
+    return int(text)
 
 
 @dataclass
@@ -150,11 +161,14 @@ class Http1Pool:
         Raises:
             HttpConnectError: no connection to the server.
             HttpProtocolError: a malformed, unsupported or truncated response.
-            ValueError: ``url`` is not an ``http://`` URL.
+            HttpUrlError: ``url`` cannot be requested (not ``http://``, bad port or characters).
         """
         host, port, netloc, target = _split(url)
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        request = f"GET {target} HTTP/1.1\r\nHost: {netloc}\r\n{self._headers}{extra}\r\n".encode("latin-1")
+        try:
+            request = f"GET {target} HTTP/1.1\r\nHost: {netloc}\r\n{self._headers}{extra}\r\n".encode("ascii")
+        except UnicodeEncodeError:
+            raise HttpUrlError(f"{url!r}: not ASCII") from None
         for attempt in (1, 2):
             conn = await self._take(host, port)
             reused = conn is not None
@@ -218,10 +232,11 @@ class Http1Pool:
         if "transfer-encoding" in headers:
             raise HttpProtocolError(f"{url}: Transfer-Encoding is not supported by the peer protocol")
         declared = headers.get("content-length")
-        if declared is None or not declared.isdigit() or len(declared) > 15:
+        length = _decimal(declared, 15)
+        if length is None:
             raise HttpProtocolError(f"{url}: missing or bad Content-Length {declared!r}")
         keep = headers.get("connection", "").lower() != "close"
-        return Http1Response(url, conn, status, headers, int(declared)), keep
+        return Http1Response(url, conn, status, headers, length), keep
 
     async def _take(self, host: str, port: int) -> _Conn | None:
         now = time.monotonic()
@@ -250,22 +265,27 @@ class Http1Pool:
 
 
 def _split(url: str) -> tuple[str, int, str, str]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 80
+    except ValueError as exc:  # e.g. a port out of range
+        raise HttpUrlError(f"{url!r}: {exc}") from None
     if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"{url}: only http:// URLs are supported here")
+        raise HttpUrlError(f"{url!r}: only http:// URLs are supported here")
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    if any(c in target for c in " \r\n"):
-        raise ValueError(f"{url}: bad characters in the path")
-    return parts.hostname, parts.port or 80, parts.netloc, target
+    if any(c in target or c in parts.netloc for c in " \r\n\t"):
+        raise HttpUrlError(f"{url!r}: bad characters")
+    return parts.hostname, port, parts.netloc, target
 
 
 def _parse_head(head: bytes, url: str) -> tuple[int, dict[str, str]]:
     try:
         lines = head.decode("latin-1").split("\r\n")
         version, code, *_ = lines[0].split(" ", 2)
-        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+        status = _decimal(code, 3)
+        if not version.startswith("HTTP/1.") or len(code) != 3 or status is None:
             raise ValueError(lines[0])
         headers: dict[str, str] = {}
         for line in lines[1:]:
@@ -279,4 +299,4 @@ def _parse_head(head: bytes, url: str) -> tuple[int, dict[str, str]]:
             headers[key] = value
     except ValueError as exc:
         raise HttpProtocolError(f"{url}: malformed response head: {str(exc)[:80]!r}") from None
-    return int(code), headers
+    return status, headers

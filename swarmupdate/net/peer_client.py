@@ -24,6 +24,7 @@ from swarmupdate.model import ChunkRef, PeerInfo, is_sha256_hex
 from swarmupdate.net.http1 import Http1Pool, Http1Response, HttpConnectError, HttpError
 from swarmupdate.net.peer_server import PEER_HEADER, PULLING_HEADER, parse_pulling, peer_header
 from swarmupdate.swarm.bitfield import Bitfield
+from swarmupdate.tracker.wire import AnnounceFieldError, check_url
 
 __all__ = ["PeerClient", "chunk_url", "parse_peer_list"]
 
@@ -116,7 +117,7 @@ class PeerClient:
             async with self._http.stream("GET", url) as response:
                 _check_status(response.status_code, response.headers, url)
                 declared = response.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) != ref.length:
+                if declared is not None and declared != str(ref.length):
                     raise FetchError(
                         "corrupt", f"{url}: Content-Length {declared}, signed length {ref.length}"
                     )
@@ -249,8 +250,10 @@ def parse_peer_list(data: bytes, source: str) -> list[PeerInfo]:
             isinstance(pid, str) and 0 < len(pid) <= 128 and isinstance(url, str) and isinstance(site, str)
         ):
             continue
-        if not url.startswith(("http://", "https://")) or len(url) > 512:
-            continue
+        try:
+            check_url(url)
+        except AnnounceFieldError:
+            continue  # the same rules as for an announce: a liar's odd URL is dropped, not followed
         out.append(PeerInfo(pid, url.rstrip("/"), site[:64], item.get("complete") is True))
     return out
 
@@ -269,7 +272,8 @@ def _check_status(status: int, headers: Mapping[str, str], url: str) -> None:
         raise FetchError("missing", f"{url}: 404")
     if status == 429:
         retry = headers.get("retry-after", "")
-        raise FetchError("busy", f"{url}: 429", float(retry) if retry.isdigit() else None)
+        ok = retry.isascii() and retry.isdecimal() and len(retry) <= 6
+        raise FetchError("busy", f"{url}: 429", float(retry) if ok else None)
     raise FetchError("error", f"{url}: HTTP {status}")
 
 

@@ -239,7 +239,7 @@ def parse_pulling(value: str | None, n: int) -> frozenset[int]:
     out = set()
     for part in value.split(",")[:MAX_PULLING]:
         part = part.strip()
-        if part.isdigit() and len(part) <= 9 and int(part) < n:
+        if part.isascii() and part.isdecimal() and len(part) <= 9 and int(part) < n:
             out.add(int(part))
     return frozenset(out)
 

@@ -236,7 +236,7 @@ async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
     if encoding not in ("", "identity"):
         raise RemoteDataError(f"reply is {encoding}-encoded; identity was asked for")
     declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdecimal() and int(declared) > limit:
         raise RemoteDataError(f"reply of {declared} bytes is larger than {limit}")
     data = bytearray()
     async for block in response.aiter_raw():

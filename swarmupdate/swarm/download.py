@@ -146,6 +146,8 @@ class Download:
         # chunk -> {source: time requested}; source None = origin
         self._requests: dict[int, dict[str | None, float]] = {}
         self._inflight_mask = 0
+        #: the chunks requested from the origin, in flight
+        self._origin_mask = 0
         self._inflight = 0
         self._origin_inflight = 0
         #: moving average of the time one chunk takes to arrive (0 until the first arrives)
@@ -180,7 +182,7 @@ class Download:
         self._origin_turn: dict[int, float] = {}
         #: bumped whenever a peer's ``pulling`` changes
         self._claims_version = 0
-        self._origin_memo: tuple[int, int, float, int] | None = None
+        self._origin_memo: tuple[int, int, float, int, int] | None = None
         self._origin_memo_at = math.inf
 
         self._next_round = now + config.bitfield_interval
@@ -406,6 +408,9 @@ class Download:
         self._avail.remove(state.mask, now)
         state.mask = 0
         state.known = state.complete = False
+        if state.pulling:
+            state.pulling = 0
+            self._claims_version += 1
         for index in sorted(state.inflight):
             self._forget(index, state.peer_id)
             actions.append(CancelChunk(index, state.peer_id))
@@ -472,7 +477,9 @@ class Download:
         # Nothing to do before the earliest wait ends, unless the candidates, the view or how busy
         # the origin is changed. (A chunk's clock only ever restarts later, so a stale memo can only
         # wake us too early.)
-        memo = (candidates, self._view_version, busy, self._claims_version)
+        # (the requests in flight change what the origin pipeline holds up: when one of several arrives,
+        # the candidates, the view and the busy time may all stay the same)
+        memo = (candidates, self._view_version, busy, self._claims_version, self._origin_mask)
         if memo == self._origin_memo and now < self._origin_memo_at:
             return free, want, self._origin_memo_at
         wake = math.inf
@@ -667,12 +674,8 @@ class Download:
         chunks ahead makes the origin send them one after another, each passed on while the next
         one comes.
         """
-        bit = self._codec.bit
-        mine = 0
-        for j, srcs in self._requests.items():
-            if None in srcs:
-                mine |= bit[j]
-        blocking = (self._missing & ~self._avail.visible & (self._owned_by_peers() | claimed)) | mine
+        on_their_way = self._missing & ~self._avail.visible & (self._owned_by_peers() | claimed)
+        blocking = on_their_way | self._origin_mask
         if blocking.bit_count() < self._config.origin_window:
             return None
         order = self._origin_order
@@ -738,6 +741,7 @@ class Download:
         self._inflight += 1
         if source is None:
             self._origin_inflight += 1
+            self._origin_mask |= self._codec.bit[index]
         else:
             state = self._peers.get(source)
             assert state is not None
@@ -756,6 +760,7 @@ class Download:
         self._inflight -= 1
         if source is None:
             self._origin_inflight -= 1
+            self._origin_mask &= ~self._codec.bit[index]
         else:
             state = self._peers.get(source)
             if state is not None:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -18,7 +19,7 @@ import pytest
 
 from swarmupdate.errors import FetchError
 from swarmupdate.model import ChunkRef, PeerInfo
-from swarmupdate.net.http1 import Http1Pool, HttpConnectError, HttpProtocolError
+from swarmupdate.net.http1 import Http1Pool, HttpConnectError, HttpError, HttpProtocolError, HttpUrlError
 from swarmupdate.net.peer_client import MIN_RATE, PeerClient, chunk_url
 from swarmupdate.net.peer_server import PULLING_HEADER, PeerServer, parse_pulling
 from swarmupdate.store.disk import DiskChunkStore
@@ -83,7 +84,11 @@ async def raw_server(tg: anyio.abc.TaskGroup, reply: Reply) -> tuple[str, list[i
             except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
                 return
 
-    tg.start_soon(listener.serve, handle)
+    async def serve() -> None:
+        async with listener:
+            await listener.serve(handle)
+
+    tg.start_soon(serve)
     return f"http://127.0.0.1:{port}", connections
 
 
@@ -250,8 +255,15 @@ async def test_requests_carry_host_and_headers_and_refuse_bad_urls() -> None:
         pool = Http1Pool(headers={"User-Agent": "t/1"})
         async with pool.get(f"{base}/v1/x?y=1", {"X-Swarmupdate-Peer": "a b"}) as response:
             await response.read(10)
-        for bad in ("https://127.0.0.1/x", "ftp://h/x", "http:///x", "http://h/a b"):
-            with pytest.raises(ValueError):
+        for bad in (
+            "https://127.0.0.1/x",
+            "ftp://h/x",
+            "http:///x",
+            "http://h/a b",
+            "http://h:99999/x",
+            "http://hĀst/x",
+        ):
+            with pytest.raises(HttpUrlError):
                 async with pool.get(bad):
                     pass
         with pytest.raises(HttpProtocolError, match="more than 1"):
@@ -287,6 +299,7 @@ def test_pulling_header_parsing_keeps_only_valid_indexes() -> None:
     assert parse_pulling("", 10) == frozenset()
     assert parse_pulling("1, 3,9", 10) == {1, 3, 9}
     assert parse_pulling("1,10,-2,x,99999999999,3", 10) == {1, 3}
+    assert parse_pulling("\u00b2,\u0663,4", 10) == {4}  # digits that int() or a check would choke on
     assert parse_pulling(",".join(str(i) for i in range(500)), 1000) == set(range(64))
     assert PULLING_HEADER == "x-swarmupdate-pulling"
 
@@ -316,7 +329,11 @@ async def test_a_slow_transfer_that_keeps_coming_is_not_cut_off_a_trickle_is() -
                 with contextlib.suppress(anyio.BrokenResourceError, ConnectionError, anyio.EndOfStream):
                     await serve_slowly(stream, data, piece, pause)
 
-            tg.start_soon(listener.serve, handle)
+            async def serve(listener: anyio.abc.SocketListener = listener, handle: Any = handle) -> None:
+                async with listener:
+                    await listener.serve(handle)
+
+            tg.start_soon(serve)
             # 0.3 s without a byte would be a stall; the 1 MB chunk takes about 0.8 s in 8 pieces
             client = PeerClient(request_timeout=0.3)
             url = chunk_url(f"http://127.0.0.1:{port}", ref.sha256, origin=False)
@@ -348,3 +365,41 @@ async def test_idle_connections_are_swept_after_the_idle_timeout() -> None:
         assert pool._idle == {}
 
     await with_raw(lambda k, head: (ok(b"hello"), False), check)
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n", "corrupt"),
+        (b"HTTP/1.1 \xb2\xb2\xb2 OK\r\nContent-Length: 0\r\n\r\n", "corrupt"),
+        (b"HTTP/1.1 429 Busy\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n", "busy"),
+        (b"HTTP/1.1 200 OK\r\nX-Swarmupdate-Pulling: \xb2,1\r\nContent-Length: 2\r\n\r\n\x00\x00", "ok"),
+    ],
+)
+async def test_odd_digits_in_answers_are_named_errors_or_ignored(answer: bytes, outcome: str) -> None:
+    """Characters that str.isdigit() accepts and int() refuses must not escape as a crash."""
+
+    async def check(base: str, _: list[int]) -> None:
+        client = PeerClient()
+        try:
+            _, pulling = await client.bitfield(base, SWARM, 10)
+        except FetchError as exc:
+            assert exc.kind == outcome
+            if outcome == "busy":
+                assert exc.retry_after is None
+        else:
+            assert outcome == "ok" and pulling == {1}
+        await client.aclose()
+
+    await with_raw(lambda k, head: (answer, True), check)
+
+
+async def test_peer_lists_drop_urls_the_client_could_not_request() -> None:
+    from swarmupdate.net.peer_client import parse_peer_list
+
+    doc = (
+        b'[{"peer_id": "a", "url": "http://h:99999"}, {"peer_id": "b", "url": "http://h/a b"},'
+        b' {"peer_id": "c", "url": "http://h\\u0100st"}, {"peer_id": "d", "url": "http://10.0.0.1:7070"}]'
+    )
+    assert [p.peer_id for p in parse_peer_list(doc, "test")] == ["d"]
+    assert issubclass(HttpUrlError, HttpError) and issubclass(HttpUrlError, ValueError)
