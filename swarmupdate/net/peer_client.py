@@ -21,7 +21,7 @@ import httpx
 from swarmupdate import __version__
 from swarmupdate.errors import ChunkVerificationError, FetchError, RemoteDataError, StoreError
 from swarmupdate.model import ChunkRef, PeerInfo, is_sha256_hex
-from swarmupdate.net.http1 import Http1Pool, Http1Response, HttpConnectError, HttpError
+from swarmupdate.net.http1 import Http1Pool, Http1Response, HttpConnectError, HttpError, HttpUrlError
 from swarmupdate.net.peer_server import PEER_HEADER, PULLING_HEADER, parse_pulling, peer_header
 from swarmupdate.swarm.bitfield import Bitfield
 from swarmupdate.tracker.wire import AnnounceFieldError, check_url
@@ -147,11 +147,8 @@ class PeerClient:
                 return await self._store(response.iter_body(_READ), ref, store, progress)
         except ChunkVerificationError as exc:
             raise FetchError("corrupt", f"{url}: {exc}") from exc
-        except HttpConnectError as exc:
-            raise FetchError("error", str(exc)) from exc
         except HttpError as exc:
-            # a malformed or short response: bad data from this peer
-            raise FetchError("corrupt", str(exc)) from exc
+            raise _lean_error(exc) from exc
 
     async def _store(
         self, pieces: AsyncIterator[bytes], ref: ChunkRef, store: _Store, progress: Callable[[], None]
@@ -186,10 +183,8 @@ class PeerClient:
                         return await response.read(_MAX_JSON)
             except TimeoutError as exc:
                 raise FetchError("timeout", f"{url}: timed out") from exc
-            except HttpConnectError as exc:
-                raise FetchError("error", str(exc)) from exc
             except HttpError as exc:
-                raise FetchError("corrupt", str(exc)) from exc
+                raise _lean_error(exc) from exc
         try:
             async with self._http.stream("GET", url, headers=headers) as response:
                 _check_status(response.status_code, response.headers, url)
@@ -256,6 +251,14 @@ def parse_peer_list(data: bytes, source: str) -> list[PeerInfo]:
             continue  # the same rules as for an announce: a liar's odd URL is dropped, not followed
         out.append(PeerInfo(pid, url.rstrip("/"), site[:64], item.get("complete") is True))
     return out
+
+
+def _lean_error(exc: HttpError) -> FetchError:
+    """What a failure of the lean client means for the swarm: only a malformed or short answer is the
+    peer's bad data (``corrupt`` bans it); no connection, or a URL we cannot request, is an ``error``."""
+    if isinstance(exc, HttpConnectError | HttpUrlError):
+        return FetchError("error", str(exc))
+    return FetchError("corrupt", str(exc))
 
 
 async def _check_lean_status(response: Http1Response, url: str) -> None:

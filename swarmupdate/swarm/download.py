@@ -29,7 +29,6 @@ only draws more 429s.
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -54,7 +53,7 @@ from swarmupdate.swarm.events import (
 )
 from swarmupdate.swarm.peers import PeerState, PeerTable
 from swarmupdate.swarm.picker import Availability, MaskCodec, random_priorities, rarest_first
-from swarmupdate.swarm.policy import chunk_owner, fallback_wait, peer_chunk_hash
+from swarmupdate.swarm.policy import chunk_owner, fallback_wait, peer_chunk_hash, pullers
 
 __all__ = [
     "Action",
@@ -165,7 +164,7 @@ class Download:
         self._view_version = 0
         self._pullers_cache: tuple[int, list[str]] | None = None
         #: (swarm, peer) hash of every peer seen, and of this agent (see swarm.policy.pullers)
-        self._swarm_rank: dict[str, float] = {self_id: peer_chunk_hash(salt, self_id)}
+        self._swarm_rank: dict[str, float] = {}
         #: chunk owners among a list of pullers (that very list object)
         self._owners: tuple[list[str] | None, dict[int, str | None]] = (None, {})
         self._own_hash: list[float | None] = [None] * n
@@ -644,13 +643,9 @@ class Download:
         cached = self._pullers_cache
         if cached is not None and cached[0] == self._view_version:
             return cached[1]
-        ranks = self._swarm_rank
-        for p in self._peers.live():
-            if p.peer_id not in ranks:
-                ranks[p.peer_id] = peer_chunk_hash(self._salt, p.peer_id)
         ids = [p.peer_id for p in self._peers.live()]
         ids.append(self._self_id)
-        found = heapq.nsmallest(self._config.origin_puller_count, ids, key=lambda pid: (ranks[pid], pid))
+        found = pullers(self._salt, ids, self._config.origin_puller_count, self._swarm_rank)
         if self._pullers_cache is not None and self._pullers_cache[1] == found:
             found = self._pullers_cache[1]  # the same object: the chunk owners stay cached
         self._pullers_cache = (self._view_version, found)

@@ -40,9 +40,19 @@ def peer_chunk_hash(chunk_sha: str, peer_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / _SCALE
 
 
-def pullers(swarm: str, peer_ids: Iterable[str], count: int) -> list[str]:
-    """The ``count`` ids with the lowest (swarm, id) hash, lowest first: the swarm's origin pullers."""
-    return [p for _, p in heapq.nsmallest(count, ((peer_chunk_hash(swarm, p), p) for p in peer_ids))]
+def pullers(
+    swarm: str, peer_ids: Iterable[str], count: int, cache: dict[str, float] | None = None
+) -> list[str]:
+    """The ``count`` ids with the lowest (swarm, id) hash, lowest first: the swarm's origin pullers.
+
+    ``cache`` (optional) keeps each id's hash for the next call with the same ``swarm``.
+    """
+    hashes = {} if cache is None else cache
+    ids = list(peer_ids)
+    for p in ids:
+        if p not in hashes:
+            hashes[p] = peer_chunk_hash(swarm, p)
+    return heapq.nsmallest(count, ids, key=lambda p: (hashes[p], p))
 
 
 def chunk_owner(chunk_sha: str, puller_ids: Iterable[str]) -> str | None:

@@ -403,3 +403,15 @@ async def test_peer_lists_drop_urls_the_client_could_not_request() -> None:
     )
     assert [p.peer_id for p in parse_peer_list(doc, "test")] == ["d"]
     assert issubclass(HttpUrlError, HttpError) and issubclass(HttpUrlError, ValueError)
+
+
+async def test_a_url_the_client_cannot_request_is_an_error_not_a_forgery() -> None:
+    client = PeerClient()
+    for base in ("http://h:99999", "http://h\u0100st"):
+        with pytest.raises(FetchError) as err:
+            await client.bitfield(base, SWARM, 10)
+        assert err.value.kind == "error"  # "corrupt" would ban the peer
+        with pytest.raises(FetchError) as err:
+            await client.fetch_chunk(chunk_url(base, REF.sha256, origin=False), REF, MemoryChunkStore())
+        assert err.value.kind == "error"
+    await client.aclose()
