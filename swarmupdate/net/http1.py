@@ -50,6 +50,11 @@ class HttpProtocolError(HttpError):
     """The server broke HTTP/1.1 or this client's subset of it: bad head, bad length, short body."""
 
 
+class HttpCutError(HttpProtocolError):
+    """The connection ended or broke before the whole answer came: the server stopped, restarted or
+    gave the upload slot to another peer. Not proof of bad data, unlike the other protocol errors."""
+
+
 class HttpUrlError(HttpError, ValueError):
     """The URL cannot be requested by this client (not ``http://``, bad port or characters)."""
 
@@ -78,7 +83,7 @@ class _Conn:
         try:
             data = await self.stream.receive(_READ)
         except anyio.EndOfStream:
-            raise HttpProtocolError(f"{url}: connection closed mid-response") from None
+            raise HttpCutError(f"{url}: connection closed mid-response") from None
         self.buf += data
 
 
@@ -110,11 +115,11 @@ class Http1Response:
             try:
                 data = await conn.stream.receive(min(max_read, self._left))
             except anyio.EndOfStream:
-                raise HttpProtocolError(
+                raise HttpCutError(
                     f"{self.url}: body ended after {self.length - self._left} of {self.length} bytes"
                 ) from None
             except (OSError, anyio.BrokenResourceError) as exc:
-                raise HttpProtocolError(f"{self.url}: connection lost mid-body: {exc}") from exc
+                raise HttpCutError(f"{self.url}: connection lost mid-body: {exc}") from exc
             self._left -= len(data)
             yield data
 
@@ -223,7 +228,7 @@ class Http1Pool:
                 await conn.fill(url)
                 end = conn.buf.find(b"\r\n\r\n")
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise HttpProtocolError(f"{url}: connection lost: {exc}") from exc
+            raise HttpCutError(f"{url}: connection lost: {exc}") from exc
         if end > _MAX_HEAD:
             raise HttpProtocolError(f"{url}: response head larger than {_MAX_HEAD} bytes")
         head = bytes(conn.buf[:end])

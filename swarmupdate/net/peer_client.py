@@ -21,7 +21,14 @@ import httpx
 from swarmupdate import __version__
 from swarmupdate.errors import ChunkVerificationError, FetchError, RemoteDataError, StoreError
 from swarmupdate.model import ChunkRef, PeerInfo, is_sha256_hex
-from swarmupdate.net.http1 import Http1Pool, Http1Response, HttpConnectError, HttpError, HttpUrlError
+from swarmupdate.net.http1 import (
+    Http1Pool,
+    Http1Response,
+    HttpConnectError,
+    HttpCutError,
+    HttpError,
+    HttpUrlError,
+)
 from swarmupdate.net.peer_server import PEER_HEADER, PULLING_HEADER, parse_pulling, peer_header
 from swarmupdate.swarm.bitfield import Bitfield
 from swarmupdate.tracker.wire import AnnounceFieldError, check_url
@@ -125,8 +132,9 @@ class PeerClient:
         except ChunkVerificationError as exc:
             raise FetchError("corrupt", f"{url}: {exc}") from exc
         except httpx.RemoteProtocolError as exc:
-            # headers promised a body the peer did not deliver: treat as bad data
-            raise FetchError("corrupt", f"{url}: truncated or malformed response: {exc}") from exc
+            # a body cut short (the peer stopped or took its slot back) or a malformed answer; httpx
+            # does not tell them apart, so neither bans: a peer that keeps failing is dropped
+            raise FetchError("error", f"{url}: truncated or malformed response: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise FetchError("timeout", f"{url}: timed out") from exc
         except httpx.HTTPError as exc:
@@ -254,9 +262,11 @@ def parse_peer_list(data: bytes, source: str) -> list[PeerInfo]:
 
 
 def _lean_error(exc: HttpError) -> FetchError:
-    """What a failure of the lean client means for the swarm: only a malformed or short answer is the
-    peer's bad data (``corrupt`` bans it); no connection, or a URL we cannot request, is an ``error``."""
-    if isinstance(exc, HttpConnectError | HttpUrlError):
+    """What a failure of the lean client means for the swarm: only a malformed answer is the peer's bad
+    data (``corrupt`` bans it). No connection, an answer cut short (the peer stopped, restarted or took
+    its upload slot back), or a URL we cannot request is an ``error``: a peer that keeps failing is
+    dropped after a few, never banned for it."""
+    if isinstance(exc, HttpConnectError | HttpUrlError | HttpCutError):
         return FetchError("error", str(exc))
     return FetchError("corrupt", str(exc))
 

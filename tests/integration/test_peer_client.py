@@ -142,8 +142,9 @@ async def test_chunks_bitfields_and_peers_from_the_real_server(tmp_path: Path) -
         (ok(DATA[:-1] + b"x"), "corrupt", "sha256 mismatch"),
         (ok(DATA + b"more"), "corrupt", "Content-Length"),
         (
+            # cut short: the peer stopped or took its slot back, which is no proof of forgery
             f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode() + DATA[:1000],
-            "corrupt",
+            "error",
             "body ended",
         ),
         (

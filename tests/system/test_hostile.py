@@ -2,7 +2,9 @@
 
 Each adversary is a real HTTP server on loopback that announces itself to the tracker as a
 complete seed (so trackers hand it out first), claims every chunk in its bitfield, and then
-serves bad bodies. Honest agents must finish, ban them and install only the signed bytes.
+serves bad bodies. Honest agents must finish and install only the signed bytes. They ban the
+forgers (wrong bytes, a body longer than signed); a body cut short is what an honest peer that
+stops or restarts mid-upload sends too, so its sender is dropped after a few failures, not banned.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class Adversary:
         self.sock.close()
 
 
-def test_corrupt_truncated_and_endless_peers_are_banned(fleet: Fleet) -> None:
+def test_corrupt_and_endless_peers_are_banned_truncating_ones_dropped(fleet: Fleet) -> None:
     rel, data = fleet.publish("1.0", 12 * MB)
     fleet.start_origin(extra=("--max-rate", "10MB/s"))
     tracker = fleet.start_tracker()
@@ -136,14 +138,23 @@ def test_corrupt_truncated_and_endless_peers_are_banned(fleet: Fleet) -> None:
             failures += metric(m, "swarmupdate_chunk_verification_failures_total", source="peer")
             banned += metric(m, "swarmupdate_peers", state="banned")
         assert all(adv.served > 0 for adv in adversaries), [adv.served for adv in adversaries]
-        assert failures >= 3, failures
-        assert banned >= 3, banned
+        assert failures >= 2, failures
+        assert banned >= 2, banned
         # the status of every agent that met an adversary lists it as banned
         wait_for(
-            lambda: sum(s["banned"] for a in fleet.agents for s in a.status()["swarms"]) >= 3,
+            lambda: sum(s["banned"] for a in fleet.agents for s in a.status()["swarms"]) >= 2,
             10,
             "status files to show the bans",
         )
+        bans = [
+            json.loads(line)
+            for a in fleet.agents
+            for line in a.log.read_text().splitlines()
+            if '"peer_banned"' in line
+        ]
+        banned_ids = {b["peer"] for b in bans}
+        assert {"evil-corrupt", "evil-endless"} <= banned_ids, bans
+        assert "evil-truncated" not in banned_ids, bans
     finally:
         for adv in adversaries:
             adv.close()
