@@ -35,7 +35,7 @@ from swarmupdate.fsutil import atomic_write_bytes
 from swarmupdate.model import PeerInfo
 from swarmupdate.net.httpserver import Request, Response, serve
 from swarmupdate.net.peer_client import PeerClient
-from swarmupdate.net.peer_server import PeerServer
+from swarmupdate.net.peer_server import PeerServer, preempt_after
 from swarmupdate.net.tracker_client import TrackerClient
 from swarmupdate.obs.logging import get_logger
 from swarmupdate.store.disk import DiskChunkStore
@@ -183,6 +183,7 @@ class Agent:
                     metadata_dir=self.metadata_dir,
                     manifests_dir=self.manifests_dir,
                     max_upload_slots=self.cfg.max_upload_slots,
+                    preempt_after=preempt_after(self.cfg.max_upload_slots, self.cfg.upload_limit),
                     upload_pace=self._upload_pace if self.cfg.upload_limit else None,
                     on_upload=self.metrics.upload_bytes.inc,
                     on_peer_hint=self._peer_hint,

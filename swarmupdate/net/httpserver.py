@@ -2,7 +2,11 @@
 and the tracker.
 
 h11 does the protocol (no I/O); this module only moves bytes. Limits: header size, body size,
-idle time between requests and the time to receive one request (slow clients get closed).
+idle time between requests, the time to receive one request (slow clients get closed), the time one
+write may wait for a client that does not read, and the number of open connections: when it is
+reached, a newcomer takes the place of the connection that has waited longest for its next request
+(slowloris connections and idle keep-alives), and is turned away only when every connection is busy
+answering. Running out of file descriptors stops nothing: accepting waits and sheds idle connections.
 Handlers are ``async def handler(request) -> Response``; a ``FileBody`` response streams a file
 region in large writes.
 """
@@ -10,6 +14,7 @@ region in large writes.
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +26,7 @@ from anyio.abc import TaskStatus
 
 from swarmupdate.obs.logging import get_logger
 
-__all__ = ["FileBody", "Handler", "Request", "Response", "ServerLimits", "serve"]
+__all__ = ["FileBody", "Handler", "Request", "Response", "ServerLimits", "raise_open_files_limit", "serve"]
 
 log = get_logger("swarmupdate.http")
 
@@ -55,7 +60,7 @@ class FileBody:
     pace: Callable[[int], Awaitable[None]] | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # identity, so that servers can keep the responses in flight in a set
 class Response:
     """What a handler answers."""
 
@@ -67,6 +72,11 @@ class Response:
     sent: int = 0
     #: called once the response is finished or abandoned (e.g. to free an upload slot)
     on_done: Callable[[], None] | None = None
+    #: set by the server once the handler returned: ends this connection at once (e.g. to give the
+    #: upload slot of a client that stopped reading to another one)
+    abort: Callable[[], None] | None = None
+    #: set by the server: when the last block of a file body went out (or the sending began)
+    progressed: float = 0.0
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -81,6 +91,16 @@ class ServerLimits:
     idle_timeout: float = 30.0
     request_timeout: float = 10.0
     write_block: int = 1024 * 1024
+    #: one write (at most ``write_block``) that the client does not take within this many seconds
+    #: ends the connection: a reader that stopped holds nothing for long
+    send_timeout: float = 30.0
+    max_connections: int = 2048
+
+
+#: an open connection that has waited this long for its next request may give its place to a newcomer
+EVICT_AFTER = 0.5
+#: after a failed accept (out of file descriptors or memory), wait this long before the next
+ACCEPT_BACKOFF = 0.1
 
 
 _REASONS = {
@@ -110,16 +130,81 @@ async def serve(
 
     Reports the bound port through ``task_status`` once listening (use ``tg.start``).
     """
+    raise_open_files_limit()
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
     bound = listener.extra(anyio.abc.SocketAttribute.local_port)
     task_status.started(bound)
+    pool = _Pool(limits.max_connections)
 
     async def on_connection(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            await _Connection(stream, handler, limits, on_response).run()
+        conn = _Connection(stream, handler, limits, on_response)
+        pool.conns.add(conn)
+        try:
+            async with stream:
+                with conn.scope:
+                    await conn.run()
+        finally:
+            pool.conns.discard(conn)
 
-    async with listener:
-        await listener.serve(on_connection)
+    async def accept_loop(sub: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            try:
+                stream = await sub.accept()
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: make room and try again
+                shed = pool.make_room(anyio.current_time(), force=True)
+                log.warning("accept_failed", error=str(exc), connections=len(pool.conns), shed=shed)
+                await anyio.sleep(ACCEPT_BACKOFF)
+                continue
+            if not pool.make_room(anyio.current_time()):
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+                continue
+            tg.start_soon(on_connection, stream)
+
+    async with listener, anyio.create_task_group() as tg:
+        for sub in listener.listeners:
+            assert isinstance(sub, anyio.abc.SocketListener)
+            tg.start_soon(accept_loop, sub, tg)
+
+
+def raise_open_files_limit(want: int = 65536) -> int:
+    """Raise this process's soft limit on open files towards ``want`` (never above the hard limit):
+    a server holding a thousand connections needs more than the usual 1024. Returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+class _Pool:
+    """The open connections, and who gives way when there are too many."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.conns: set[_Connection] = set()
+        self.evicted = 0
+
+    def make_room(self, now: float, *, force: bool = False) -> bool:
+        """True when a new connection may be served: below the limit, or after closing the one that
+        has waited longest for a request (at least ``EVICT_AFTER``). ``force`` closes one anyway."""
+        if len(self.conns) < self.limit and not force:
+            return True
+        waiting = [c for c in self.conns if c.waiting_since is not None and not c.scope.cancel_called]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda c: c.waiting_since or 0.0)
+        assert victim.waiting_since is not None
+        if not force and now - victim.waiting_since < EVICT_AFTER:
+            return False
+        victim.scope.cancel()
+        self.conns.discard(victim)
+        self.evicted += 1
+        return True
 
 
 class _Connection:
@@ -135,6 +220,9 @@ class _Connection:
         self.limits = limits
         self.on_response = on_response
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self.scope = anyio.CancelScope()
+        #: when it began to wait for its next request; None while a request is being answered
+        self.waiting_since: float | None = anyio.current_time()
         try:
             addr = stream.extra(anyio.abc.SocketAttribute.remote_address)
             self.client = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
@@ -144,15 +232,18 @@ class _Connection:
     async def run(self) -> None:
         try:
             while True:
+                self.waiting_since = anyio.current_time()
                 request = await self._read_request()
                 if request is None:
                     return
+                self.waiting_since = None
                 started = anyio.current_time()
                 try:
                     response = await self.handler(request)
                 except Exception:
                     log.exception("handler_failed", target=request.target, client=self.client)
                     response = Response(500, b"internal error\n", content_type="text/plain")
+                response.abort = self.scope.cancel
                 try:
                     await self._send(request, response)
                 finally:
@@ -166,7 +257,13 @@ class _Connection:
                     self.conn.start_next_cycle()
                 except h11.LocalProtocolError:
                     return
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ConnectionError):
+        except (
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+            ConnectionError,
+            TimeoutError,  # a write the client did not take within send_timeout
+        ):
             return
 
     async def _read_request(self) -> Request | None:
@@ -236,28 +333,32 @@ class _Connection:
             return
         body = f"{message}\n".encode()
         try:
-            await self._write(
-                self.conn.send(
-                    h11.Response(
-                        status_code=status,
-                        headers=[
-                            ("content-type", "text/plain"),
-                            ("content-length", str(len(body))),
-                            ("connection", "close"),
-                        ],
-                        reason=_REASONS.get(status, b""),
-                    )
-                )
+            head = h11.Response(
+                status_code=status,
+                headers=[
+                    ("content-type", "text/plain"),
+                    ("content-length", str(len(body))),
+                    ("connection", "close"),
+                ],
+                reason=_REASONS.get(status, b""),
             )
-            await self._write(self.conn.send(h11.Data(data=body)))
-            await self._write(self.conn.send(h11.EndOfMessage()))
+            await self._write(self._whole(head, body))
         except (
             h11.LocalProtocolError,
             anyio.BrokenResourceError,
             anyio.ClosedResourceError,
             ConnectionError,
+            TimeoutError,
         ):
             return
+
+    def _whole(self, head: h11.Response, body: bytes) -> bytes:
+        """A whole small response as one write (one system call, not three)."""
+        parts = [self.conn.send(head)]
+        if body:
+            parts.append(self.conn.send(h11.Data(data=body)))
+        parts.append(self.conn.send(h11.EndOfMessage()))
+        return b"".join(p for p in parts if p)
 
     async def _send(self, request: Request, response: Response) -> None:
         headers: list[tuple[str, str]] = [("content-type", response.content_type)]
@@ -267,17 +368,12 @@ class _Connection:
             await self._send_file(request, response, headers, body)
             return
         headers.append(("content-length", str(len(body))))
-        await self._write(
-            self.conn.send(
-                h11.Response(
-                    status_code=response.status, headers=headers, reason=_REASONS.get(response.status, b"")
-                )
-            )
+        head = h11.Response(
+            status_code=response.status, headers=headers, reason=_REASONS.get(response.status, b"")
         )
-        if request.method != "HEAD" and body:
-            await self._write(self.conn.send(h11.Data(data=body)))
-            response.sent = len(body)
-        await self._write(self.conn.send(h11.EndOfMessage()))
+        send_body = body if request.method != "HEAD" else b""
+        await self._write(self._whole(head, send_body))
+        response.sent = len(send_body)
 
     async def _send_file(
         self, request: Request, response: Response, headers: list[tuple[str, str]], body: FileBody
@@ -300,6 +396,7 @@ class _Connection:
                     )
                 )
             )
+            response.progressed = anyio.current_time()
             if request.method != "HEAD":
                 await f.seek(body.offset)
                 left = length
@@ -313,11 +410,13 @@ class _Connection:
                     await self._write(self.conn.send(h11.Data(data=block)))
                     left -= len(block)
                     response.sent += len(block)
+                    response.progressed = anyio.current_time()
             await self._write(self.conn.send(h11.EndOfMessage()))
 
     async def _write(self, data: bytes | None) -> None:
         if data:
-            await self.stream.send(data)
+            with anyio.fail_after(self.limits.send_timeout):
+                await self.stream.send(data)
 
 
 def _content_length(event: h11.Request) -> int | None:

@@ -14,8 +14,11 @@
 =========================================  ==========================================================
 
 Nothing here trusts the requester; everything served was verified before it was stored, and
-the receiver verifies again. The ``/healthz`` body (peer id) is an addition to DESIGN.md's
-contract: it lets an agent learn the id of a static peer it only knows by URL.
+the receiver verifies again. Upload slots go to readers: when they are full, a request takes the
+slot of the upload that has sent nothing for ``preempt_after`` seconds (a client that stopped or
+slowed to a trickle), and only gets 429 when every slot is moving. The ``/healthz`` body (peer id)
+is an addition to DESIGN.md's contract: it lets an agent learn the id of a static peer it only
+knows by URL.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "parse_peer_header",
     "parse_pulling",
     "peer_header",
+    "preempt_after",
 ]
 
 _METADATA_NAME = re.compile(r"(?:(\d{1,10})\.)?([a-z0-9][a-z0-9_-]{0,62})\.json")
@@ -65,6 +69,24 @@ class ChunkSource(Protocol):
     def path(self, sha256: str) -> Path: ...
 
 
+#: an upload that sent nothing for this long may lose its slot to a waiting peer
+PREEMPT_AFTER = 2.0
+#: the peer server writes file bodies in blocks of this size
+UPLOAD_BLOCK = 256 * 1024
+
+
+_LIMITS = ServerLimits(max_header_bytes=8192, max_body_bytes=0, write_block=UPLOAD_BLOCK)
+
+
+def preempt_after(slots: int, upload_limit: int) -> float:
+    """Seconds an upload may go without sending a block before its slot can go to another peer:
+    ``PREEMPT_AFTER``, or the time two blocks take at one slot's share of ``upload_limit`` (bytes/s,
+    0 for none) when that is longer, so that the agent's own rate limit never looks like a stall."""
+    if upload_limit <= 0:
+        return PREEMPT_AFTER
+    return max(PREEMPT_AFTER, 2 * UPLOAD_BLOCK * slots / upload_limit)
+
+
 class PeerServer:
     """Serve chunks, bitfields, peers, metadata and manifests to other agents."""
 
@@ -77,10 +99,11 @@ class PeerServer:
         metadata_dir: Path,
         manifests_dir: Path,
         max_upload_slots: int = 4,
+        preempt_after: float = PREEMPT_AFTER,
         upload_pace: Callable[[int], Awaitable[None]] | None = None,
         on_upload: Callable[[int], None] | None = None,
         on_peer_hint: Callable[[str, PeerInfo], None] | None = None,
-        limits: ServerLimits = ServerLimits(max_header_bytes=8192, max_body_bytes=0, write_block=256 * 1024),
+        limits: ServerLimits = _LIMITS,
     ) -> None:
         self.self_info = self_info
         self.swarms = swarms
@@ -88,7 +111,10 @@ class PeerServer:
         self.metadata_dir = metadata_dir
         self.manifests_dir = manifests_dir
         self.max_upload_slots = max_upload_slots
-        self.uploads = 0
+        self.preempt_after = preempt_after
+        #: the chunk responses holding an upload slot
+        self.active: set[Response] = set()
+        self.preempted = 0
         self.upload_pace = upload_pace
         self.on_upload = on_upload
         self.on_peer_hint = on_peer_hint
@@ -128,22 +154,34 @@ class PeerServer:
             return _text(400, "chunk id must be 64 lowercase hex digits")
         if not self.store.has(sha):  # an in-memory index: no need for a thread
             return _text(404, "no such chunk")
-        if self.uploads >= self.max_upload_slots:
+        if len(self.active) >= self.max_upload_slots and not self._preempt():
             return Response(429, b"upload slots full\n", {"retry-after": "1"}, "text/plain")
         try:
             path = self.store.path(sha)
         except KeyError:  # evicted since has(): the same as never held
             return _text(404, "no such chunk")
-        self.uploads += 1
-        released = False
+        response = Response(200, FileBody(path, pace=self.upload_pace))
+        response.progressed = anyio.current_time()
+        response.on_done = lambda: self.active.discard(response)
+        self.active.add(response)
+        return response
 
-        def done() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.uploads -= 1
+    @property
+    def uploads(self) -> int:
+        """Upload slots in use."""
+        return len(self.active)
 
-        return Response(200, FileBody(path, pace=self.upload_pace), on_done=done)
+    def _preempt(self) -> bool:
+        """Free the slot of the upload that has sent nothing the longest, if that is over
+        ``preempt_after`` seconds; its connection is closed (its client sees a body cut short)."""
+        stalled = min(self.active, key=lambda r: r.progressed, default=None)
+        if stalled is None or anyio.current_time() - stalled.progressed < self.preempt_after:
+            return False
+        self.active.discard(stalled)
+        self.preempted += 1
+        if stalled.abort is not None:
+            stalled.abort()
+        return True
 
     def _hint(self, swarm: str, header: str | None) -> None:
         """A requester that says who it is joins our view of the swarm (a hint, like PEX)."""
@@ -280,6 +318,6 @@ def _signed_version(data: bytes) -> int | None:
     try:
         doc = json.loads(data)
         version = doc["signed"]["version"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None
     return version if isinstance(version, int) else None

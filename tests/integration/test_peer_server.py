@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from swarmupdate.model import ChunkRef, PeerInfo
-from swarmupdate.net.httpserver import ServerLimits
+from swarmupdate.net.httpserver import Response, ServerLimits
 from swarmupdate.net.peer_server import PeerServer
 from swarmupdate.store.disk import DiskChunkStore
 from swarmupdate.swarm.bitfield import Bitfield
@@ -162,16 +162,157 @@ def test_slow_clients_are_cut_and_others_served(peer: tuple[str, PeerServer, str
 
 def test_upload_slots_give_429(peer: tuple[str, PeerServer, str]) -> None:
     url, server, sha = peer
-    server.uploads = server.max_upload_slots  # as if two uploads were in progress
+    # as if two uploads were in progress and moving (a block just went out): nobody to preempt
+    moving = [Response(200, progressed=float("inf")) for _ in range(server.max_upload_slots)]
+    server.active.update(moving)
     try:
         r = httpx.get(f"{url}/v1/chunks/{sha}")
         assert r.status_code == 429
         assert r.headers["retry-after"] == "1"
     finally:
-        server.uploads = 0
+        server.active.difference_update(moving)
     assert httpx.get(f"{url}/v1/chunks/{sha}").status_code == 200
     deadline = time.monotonic() + 5
     while server.uploads and time.monotonic() < deadline:
         time.sleep(0.01)
     assert server.uploads == 0, "the slot is released once the response is done"
     assert json.loads(httpx.get(f"{url}/healthz").content)["site"] == "site-a"
+
+
+BIG = 24 * 1024 * 1024  # more than the kernel's socket buffers of both ends take in
+
+
+@pytest.fixture
+def big(tmp_path: Path) -> Iterator[tuple[str, PeerServer, str]]:
+    """A server with one upload slot and one chunk too large to vanish into socket buffers."""
+    store = DiskChunkStore(tmp_path / "store")
+    data = bytes(range(256)) * (BIG // 256)
+    sha = hashlib.sha256(data).hexdigest()
+    store.put(ChunkRef(sha, len(data)), data)
+    (tmp_path / "md").mkdir()
+    server = PeerServer(
+        self_info=PeerInfo("me", "http://127.0.0.1:0", "site-a"),
+        swarms=Directory(),
+        store=store,
+        metadata_dir=tmp_path / "md",
+        manifests_dir=tmp_path,
+        max_upload_slots=1,
+        preempt_after=0.5,
+        limits=ServerLimits(max_header_bytes=8192, max_body_bytes=0, max_connections=8, send_timeout=3.0),
+    )
+    with anyio.from_thread.start_blocking_portal() as portal:
+        future, port = portal.start_task(server.serve, "127.0.0.1", 0)
+        yield f"http://127.0.0.1:{port}", server, sha
+        future.cancel()
+
+
+def _stop_reading(url: str, sha: str) -> socket.socket:
+    """A client that asks for the chunk and then reads nothing."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(f"GET /v1/chunks/{sha} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return s
+
+
+def _closed_after_draining(s: socket.socket) -> bool:
+    """Read what the server had sent; True when the server then closed the connection."""
+    s.settimeout(5)
+    try:
+        while s.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_a_client_that_stops_reading_gives_its_slot_to_the_next(big: tuple[str, PeerServer, str]) -> None:
+    url, server, sha = big
+    stalled = _stop_reading(url, sha)
+    try:
+        deadline = time.monotonic() + 5
+        while server.uploads == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.uploads == 1
+        # the slot is taken, but by an upload that stopped moving: the next reader gets it
+        time.sleep(1.0)
+        r = httpx.get(f"{url}/v1/chunks/{sha}", timeout=30)
+        assert r.status_code == 200
+        assert hashlib.sha256(r.content).hexdigest() == sha
+        assert server.preempted == 1
+        assert _closed_after_draining(stalled), "the stalled upload's connection was closed"
+    finally:
+        stalled.close()
+
+
+def test_a_moving_upload_keeps_its_slot(big: tuple[str, PeerServer, str]) -> None:
+    url, server, sha = big
+    with httpx.stream("GET", f"{url}/v1/chunks/{sha}", timeout=30) as first:
+        it = first.iter_raw(65536)
+        got = len(next(it))
+        r = httpx.get(f"{url}/v1/chunks/{sha}", timeout=5)
+        assert r.status_code == 429  # the first upload is being read: it is not preempted
+        for piece in it:
+            got += len(piece)
+    assert got == BIG
+    assert server.preempted == 0
+
+
+def test_a_client_that_never_reads_is_cut_after_send_timeout(big: tuple[str, PeerServer, str]) -> None:
+    url, server, sha = big
+    stalled = _stop_reading(url, sha)
+    try:
+        started = time.monotonic()
+        deadline = started + 10
+        while (server.uploads == 0 or time.monotonic() - started < 0.2) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        while server.uploads and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.uploads == 0, "no slot is held by a reader that stopped"
+        assert 2.5 < time.monotonic() - started < 8  # send_timeout is 3 s
+        assert server.preempted == 0
+    finally:
+        stalled.close()
+
+
+def test_over_the_connection_limit_the_longest_waiting_gives_way(big: tuple[str, PeerServer, str]) -> None:
+    url, _, _ = big
+    host, port = url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(8)]  # the limit
+    try:
+        time.sleep(0.7)  # older than EVICT_AFTER
+        clients = [httpx.Client(timeout=5) for _ in range(3)]
+        for c in clients:  # newcomers that stay are served, each in the place of an idle connection
+            assert c.get(f"{url}/healthz").status_code == 200
+        closed = 0
+        for s in idle:
+            s.settimeout(0.5)
+            try:
+                closed += s.recv(1) == b""
+            except TimeoutError:
+                pass
+            except ConnectionResetError:
+                closed += 1
+        assert closed == 3, closed
+        for c in clients:
+            c.close()
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_when_every_connection_is_busy_a_newcomer_is_turned_away(
+    big: tuple[str, PeerServer, str],
+) -> None:
+    url, _, _ = big
+    host, port = url.removeprefix("http://").split(":")
+    fresh = [socket.create_connection((host, int(port)), timeout=5) for _ in range(8)]
+    try:
+        # all 8 just arrived (younger than EVICT_AFTER): nobody gives way to a ninth
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/healthz", timeout=2)
+    finally:
+        for s in fresh:
+            s.close()
+    assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
