@@ -25,8 +25,8 @@ demo: $(STAMP)
 	$(BIN)/swarmupdate demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check swarmupdate tests bench
-	$(BIN)/ruff format --check swarmupdate tests bench
+	$(BIN)/ruff check swarmupdate tests bench chaos
+	$(BIN)/ruff format --check swarmupdate tests bench chaos
 
 typecheck: $(STAMP)
 	$(BIN)/mypy swarmupdate

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterator
+from typing import Protocol
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from swarmupdate.net.httpserver import ServerStats
 from swarmupdate.obs.metrics import build_info
 
 __all__ = ["AgentMetrics", "SOURCES"]
+
+
+class _Served(Protocol):
+    stats: ServerStats
+    preempted: int
+
 
 SOURCES = ("peer", "origin", "local")
 
@@ -77,3 +89,33 @@ class AgentMetrics:
             self.peers.labels(state)
         for result in ("ok", "error"):
             self.metadata_refresh.labels(result)
+
+    def watch_server(self, server: _Served) -> None:
+        """Export the peer server's connection counters (read at each scrape)."""
+        self.registry.register(_ServerCollector(server))
+
+
+class _ServerCollector(Collector):
+    def __init__(self, server: _Served) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.server.stats
+        yield GaugeMetricFamily(
+            "swarmupdate_peer_connections", "Open connections to the peer server", value=st.open
+        )
+        shed = CounterMetricFamily(
+            "swarmupdate_peer_connections_shed",
+            "Peer-server connections closed under load: evicted (waited longest for a request, gave way "
+            "to a newcomer), refused (at the limit, every connection busy), accept_failed (no descriptor)",
+            labels=["reason"],
+        )
+        shed.add_metric(["evicted"], st.evicted)
+        shed.add_metric(["refused"], st.refused)
+        shed.add_metric(["accept_failed"], st.accept_failed)
+        yield shed
+        yield CounterMetricFamily(
+            "swarmupdate_upload_preemptions",
+            "Uploads that sent nothing for a while and lost their slot to a waiting peer",
+            value=self.server.preempted,
+        )

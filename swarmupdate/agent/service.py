@@ -188,6 +188,7 @@ class Agent:
                     on_upload=self.metrics.upload_bytes.inc,
                     on_peer_hint=self._peer_hint,
                 )
+                self.metrics.watch_server(server)
                 self.peer_port = await tg.start(server.serve, host, port)
                 if not self.self_info.url:
                     self.self_info = PeerInfo(

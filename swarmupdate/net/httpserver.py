@@ -13,8 +13,10 @@ region in large writes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,16 @@ from anyio.abc import TaskStatus
 
 from swarmupdate.obs.logging import get_logger
 
-__all__ = ["FileBody", "Handler", "Request", "Response", "ServerLimits", "raise_open_files_limit", "serve"]
+__all__ = [
+    "FileBody",
+    "Handler",
+    "Request",
+    "Response",
+    "ServerLimits",
+    "ServerStats",
+    "raise_open_files_limit",
+    "serve",
+]
 
 log = get_logger("swarmupdate.http")
 
@@ -95,6 +106,23 @@ class ServerLimits:
     #: ends the connection: a reader that stopped holds nothing for long
     send_timeout: float = 30.0
     max_connections: int = 2048
+    #: the kernel's send buffer per connection (SO_SNDBUF) when set: bytes "sent" are then close to
+    #: bytes the client took, so a client that stops reading is seen to stop (None: the kernel's own)
+    send_buffer: int | None = None
+
+
+@dataclass
+class ServerStats:
+    """What a server did with its connections (for metrics)."""
+
+    #: open now
+    open: int = 0
+    #: closed to make room for a newcomer (they had waited longest for a request)
+    evicted: int = 0
+    #: newcomers closed at once: at the limit, and every connection busy answering
+    refused: int = 0
+    #: accepts that failed (out of file descriptors or memory)
+    accept_failed: int = 0
 
 
 #: an open connection that has waited this long for its next request may give its place to a newcomer
@@ -124,9 +152,10 @@ async def serve(
     *,
     limits: ServerLimits = ServerLimits(),
     on_response: Callable[[Request, Response, float], None] | None = None,
+    stats: ServerStats | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on ``host:port`` (port 0 picks one) and serve until cancelled.
+    """Listen on ``host:port`` (port 0 picks one) and serve until cancelled; ``stats`` is kept up to date.
 
     Reports the bound port through ``task_status`` once listening (use ``tg.start``).
     """
@@ -134,28 +163,34 @@ async def serve(
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
     bound = listener.extra(anyio.abc.SocketAttribute.local_port)
     task_status.started(bound)
-    pool = _Pool(limits.max_connections)
+    pool = _Pool(limits.max_connections, stats or ServerStats())
 
     async def on_connection(stream: anyio.abc.SocketStream) -> None:
+        if limits.send_buffer is not None:
+            with contextlib.suppress(OSError):
+                sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.send_buffer)
         conn = _Connection(stream, handler, limits, on_response)
-        pool.conns.add(conn)
+        pool.add(conn)
         try:
             async with stream:
                 with conn.scope:
                     await conn.run()
         finally:
-            pool.conns.discard(conn)
+            pool.discard(conn)
 
     async def accept_loop(sub: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
         while True:
             try:
                 stream = await sub.accept()
             except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: make room and try again
+                pool.stats.accept_failed += 1
                 shed = pool.make_room(anyio.current_time(), force=True)
                 log.warning("accept_failed", error=str(exc), connections=len(pool.conns), shed=shed)
                 await anyio.sleep(ACCEPT_BACKOFF)
                 continue
             if not pool.make_room(anyio.current_time()):
+                pool.stats.refused += 1
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
                 continue
@@ -184,10 +219,18 @@ def raise_open_files_limit(want: int = 65536) -> int:
 class _Pool:
     """The open connections, and who gives way when there are too many."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, stats: ServerStats) -> None:
         self.limit = limit
         self.conns: set[_Connection] = set()
-        self.evicted = 0
+        self.stats = stats
+
+    def add(self, conn: _Connection) -> None:
+        self.conns.add(conn)
+        self.stats.open = len(self.conns)
+
+    def discard(self, conn: _Connection) -> None:
+        self.conns.discard(conn)
+        self.stats.open = len(self.conns)
 
     def make_room(self, now: float, *, force: bool = False) -> bool:
         """True when a new connection may be served: below the limit, or after closing the one that
@@ -202,8 +245,8 @@ class _Pool:
         if not force and now - victim.waiting_since < EVICT_AFTER:
             return False
         victim.scope.cancel()
-        self.conns.discard(victim)
-        self.evicted += 1
+        self.discard(victim)
+        self.stats.evicted += 1
         return True
 
 

@@ -16,15 +16,18 @@
 Nothing here trusts the requester; everything served was verified before it was stored, and
 the receiver verifies again. Upload slots go to readers: when they are full, a request takes the
 slot of the upload that has sent nothing for ``preempt_after`` seconds (a client that stopped or
-slowed to a trickle), and only gets 429 when every slot is moving. The ``/healthz`` body (peer id)
-is an addition to DESIGN.md's contract: it lets an agent learn the id of a static peer it only
-knows by URL.
+slowed to a trickle), or, from an address holding no slot, the newest slot of an address holding
+more than half of them; it only gets 429 when neither applies. Chunk connections have a small
+kernel send buffer, so that a client that stops reading is seen to stop within a block or two.
+The ``/healthz`` body (peer id) is an addition to DESIGN.md's contract: it lets an agent learn the
+id of a static peer it only knows by URL.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
@@ -33,7 +36,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from swarmupdate.model import PeerInfo, is_sha256_hex
-from swarmupdate.net.httpserver import FileBody, Request, Response, ServerLimits, serve
+from swarmupdate.net.httpserver import FileBody, Request, Response, ServerLimits, ServerStats, serve
 from swarmupdate.swarm.bitfield import Bitfield
 
 __all__ = [
@@ -75,7 +78,9 @@ PREEMPT_AFTER = 2.0
 UPLOAD_BLOCK = 256 * 1024
 
 
-_LIMITS = ServerLimits(max_header_bytes=8192, max_body_bytes=0, write_block=UPLOAD_BLOCK)
+_LIMITS = ServerLimits(
+    max_header_bytes=8192, max_body_bytes=0, write_block=UPLOAD_BLOCK, send_buffer=2 * UPLOAD_BLOCK
+)
 
 
 def preempt_after(slots: int, upload_limit: int) -> float:
@@ -112,9 +117,11 @@ class PeerServer:
         self.manifests_dir = manifests_dir
         self.max_upload_slots = max_upload_slots
         self.preempt_after = preempt_after
-        #: the chunk responses holding an upload slot
-        self.active: set[Response] = set()
+        #: the chunk responses holding an upload slot, and the address of the client of each
+        self.active: dict[Response, str] = {}
+        #: uploads whose slot went to another peer
         self.preempted = 0
+        self.stats = ServerStats()
         self.upload_pace = upload_pace
         self.on_upload = on_upload
         self.on_peer_hint = on_peer_hint
@@ -139,7 +146,7 @@ class PeerServer:
             return _text(404, "not found")
         kind = parts[2]
         if kind == "chunks" and len(parts) == 4:
-            return await self._chunk(parts[3])
+            return await self._chunk(parts[3], _host(request.client))
         if kind == "swarms" and len(parts) == 5:
             self._hint(parts[3], request.headers.get(PEER_HEADER))
             return self._swarm(parts[3], parts[4])
@@ -149,12 +156,12 @@ class PeerServer:
             return await self._target(parts[3:])
         return _text(404, "not found")
 
-    async def _chunk(self, sha: str) -> Response:
+    async def _chunk(self, sha: str, client: str) -> Response:
         if not is_sha256_hex(sha):
             return _text(400, "chunk id must be 64 lowercase hex digits")
         if not self.store.has(sha):  # an in-memory index: no need for a thread
             return _text(404, "no such chunk")
-        if len(self.active) >= self.max_upload_slots and not self._preempt():
+        if len(self.active) >= self.max_upload_slots and not self._preempt(client):
             return Response(429, b"upload slots full\n", {"retry-after": "1"}, "text/plain")
         try:
             path = self.store.path(sha)
@@ -162,8 +169,12 @@ class PeerServer:
             return _text(404, "no such chunk")
         response = Response(200, FileBody(path, pace=self.upload_pace))
         response.progressed = anyio.current_time()
-        response.on_done = lambda: self.active.discard(response)
-        self.active.add(response)
+
+        def done() -> None:
+            self.active.pop(response, None)
+
+        response.on_done = done
+        self.active[response] = client
         return response
 
     @property
@@ -171,16 +182,31 @@ class PeerServer:
         """Upload slots in use."""
         return len(self.active)
 
-    def _preempt(self) -> bool:
-        """Free the slot of the upload that has sent nothing the longest, if that is over
-        ``preempt_after`` seconds; its connection is closed (its client sees a body cut short)."""
+    def _preempt(self, client: str) -> bool:
+        """Free a slot for ``client`` (an address), if one can be taken back; its connection is closed
+        (that client sees a body cut short and asks elsewhere). Taken back, in this order:
+
+        - the upload that has sent nothing the longest, if that is over ``preempt_after`` seconds
+          (a reader that stopped or slowed to a trickle);
+        - when ``client`` holds no slot, the newest upload of an address that holds more than half of
+          them: one address cannot keep the others out by asking for every slot.
+        """
         stalled = min(self.active, key=lambda r: r.progressed, default=None)
-        if stalled is None or anyio.current_time() - stalled.progressed < self.preempt_after:
-            return False
-        self.active.discard(stalled)
+        if stalled is not None and anyio.current_time() - stalled.progressed >= self.preempt_after:
+            return self._take_back(stalled)
+        held = Counter(self.active.values())
+        if held[client] == 0 and held:
+            greedy, count = held.most_common(1)[0]
+            if count > self.max_upload_slots // 2:
+                newest = max((r for r, c in self.active.items() if c == greedy), key=lambda r: r.progressed)
+                return self._take_back(newest)
+        return False
+
+    def _take_back(self, response: Response) -> bool:
+        self.active.pop(response, None)
         self.preempted += 1
-        if stalled.abort is not None:
-            stalled.abort()
+        if response.abort is not None:
+            response.abort()
         return True
 
     def _hint(self, swarm: str, header: str | None) -> None:
@@ -258,7 +284,15 @@ class PeerServer:
             ):
                 self.on_upload(response.sent)
 
-        await serve(self.handle, host, port, limits=self.limits, on_response=count, task_status=task_status)
+        await serve(
+            self.handle,
+            host,
+            port,
+            limits=self.limits,
+            on_response=count,
+            stats=self.stats,
+            task_status=task_status,
+        )
 
 
 #: ``X-Swarmupdate-Peer: <peer id> <url> [<site>]`` on swarm requests: who is asking, so the
@@ -301,6 +335,11 @@ def parse_peer_header(value: str) -> PeerInfo | None:
         )
     except AnnounceFieldError:
         return None
+
+
+def _host(client: str) -> str:
+    """The address part of a server's ``host:port`` client string."""
+    return client.rsplit(":", 1)[0]
 
 
 def _text(status: int, message: str) -> Response:

@@ -164,13 +164,14 @@ def test_upload_slots_give_429(peer: tuple[str, PeerServer, str]) -> None:
     url, server, sha = peer
     # as if two uploads were in progress and moving (a block just went out): nobody to preempt
     moving = [Response(200, progressed=float("inf")) for _ in range(server.max_upload_slots)]
-    server.active.update(moving)
+    server.active.update(dict.fromkeys(moving, "127.0.0.1"))
     try:
         r = httpx.get(f"{url}/v1/chunks/{sha}")
         assert r.status_code == 429
         assert r.headers["retry-after"] == "1"
     finally:
-        server.active.difference_update(moving)
+        for m in moving:
+            server.active.pop(m)
     assert httpx.get(f"{url}/v1/chunks/{sha}").status_code == 200
     deadline = time.monotonic() + 5
     while server.uploads and time.monotonic() < deadline:
@@ -244,6 +245,27 @@ def test_a_client_that_stops_reading_gives_its_slot_to_the_next(big: tuple[str, 
         assert _closed_after_draining(stalled), "the stalled upload's connection was closed"
     finally:
         stalled.close()
+
+
+def test_one_address_cannot_hold_every_slot(peer: tuple[str, PeerServer, str]) -> None:
+    url, server, sha = peer
+    aborted: list[int] = []
+    # both slots moving, and both held by one other address
+    greedy = [Response(200, progressed=float(1e12 + i)) for i in range(server.max_upload_slots)]
+    for i, g in enumerate(greedy):
+        g.abort = lambda i=i: aborted.append(i)  # type: ignore[misc]
+    server.active.update(dict.fromkeys(greedy, "10.9.9.9"))
+    try:
+        r = httpx.get(f"{url}/v1/chunks/{sha}")
+        assert r.status_code == 200  # this address held no slot: it takes the newest of the greedy one's
+        assert aborted == [server.max_upload_slots - 1]
+        assert server.preempted == 1
+        assert greedy[0] in server.active and greedy[-1] not in server.active
+        # now both addresses hold one: no more taking back, slots full
+        server.active[Response(200, progressed=float("inf"))] = "127.0.0.1"
+        assert httpx.get(f"{url}/v1/chunks/{sha}").status_code == 429
+    finally:
+        server.active.clear()
 
 
 def test_a_moving_upload_keeps_its_slot(big: tuple[str, PeerServer, str]) -> None:

@@ -1,0 +1,70 @@
+"""Load on one agent, on the namespace testbed (chaos/load.py): 1,000 connections of idle clients,
+slowloris heads, slow readers and pollers, while two honest agents fetch a release only it holds.
+
+Not timed against a number (performance is shown by `make chaos`, side by side); what must hold is:
+the honest agents install the signed bytes, the attack really held ~1,000 connections, the target's
+memory stays bounded, its upload rate limit holds, and it kept answering the pollers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import STRICT, need_tool
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def need_root() -> None:
+    need_tool("ip")
+    need_tool("tc")
+    need_tool("ss")
+    if os.geteuid() != 0:
+        if STRICT:
+            pytest.fail("SWARMUPDATE_STRICT=1: the namespace testbed needs root")
+        pytest.skip("the namespace testbed needs root")
+
+
+def test_an_agent_under_a_thousand_hostile_connections_keeps_serving(tmp_path: Path) -> None:
+    need_root()
+    out = tmp_path / "load.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "chaos/load.py"),
+            "--connections=1000",
+            "--size-mib=16",
+            "--honest=2",
+            "--upload-limit=8MB/s",
+            "--timeout=240",
+            "--prefix=swt",
+            f"--out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    quiet, loud = doc["runs"]
+    for run in (quiet, loud):
+        assert run["verified"], run
+        assert len(run["honest_done_s"]) == 2, run
+        # the upload limit holds over the whole transfer: at most the rate times the time plus one
+        # bucket's burst (a second's worth), with 5% for headers (these are interface bytes)
+        limit = run["upload_limit_bytes_per_s"]
+        allowed = limit * run["target_uplink_seconds"] + max(limit, 1 << 20)
+        assert run["target_uplink_bytes"] <= 1.05 * allowed, run
+    assert loud["connections_held_at_start"] >= 900, loud
+    # memory bounded: a thousand connections cost tens of MB, not hundreds
+    assert loud["target_peak_rss_bytes"] < quiet["target_peak_rss_bytes"] + 100 * 1024 * 1024, (quiet, loud)
+    pollers = loud["attacker"]["kinds"]["poller"]
+    assert pollers["answers"].get("200", 0) > 0, pollers
+    assert set(pollers["answers"]) == {"200"}, pollers
