@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OPS_STAMP := $(VENV)/.installed-ops
 
-.PHONY: demo test lint typecheck unit venv bench clean
+.PHONY: demo test lint typecheck unit venv bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # ansible-core and ansible-lint (the ops extra) for the tests that check ansible/; libtorrent and
-# matplotlib (the bench extra) for the benchmark and its smoke test
+# matplotlib (the bench extra) for the benchmark and its smoke test; atheris (the fuzz extra) for fuzz/
 $(OPS_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test,ops,bench]'
+	$(BIN)/pip install --quiet -e '.[test,ops,bench,fuzz]'
 	touch $(OPS_STAMP)
 
 venv: $(STAMP)
@@ -43,6 +43,18 @@ unit: $(STAMP)
 bench: $(OPS_STAMP)
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/publish.py
+
+# the coverage-guided fuzzers (fuzz/, atheris): a minute per harness, one after another; fails on a crash
+fuzz: $(OPS_STAMP)
+	$(BIN)/python fuzz/run.py --seconds 60 --out bench/results/fuzz-$$(date -u +%Y%m%dT%H%M%SZ).json
+
+# as root: the reliability scenarios at full size on the namespace testbed (docs/reliability.md);
+# results in chaos/results/
+chaos: $(OPS_STAMP)
+	$(BIN)/python chaos/load.py --connections 1000
+	$(BIN)/python chaos/load.py --connections 4000
+	$(BIN)/python chaos/tracker_load.py --announces 10000 --swarms 1000
+	$(BIN)/python chaos/tracker_load.py --announces 100000 --swarms 10000 --concurrency 500
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

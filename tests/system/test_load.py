@@ -68,3 +68,25 @@ def test_an_agent_under_a_thousand_hostile_connections_keeps_serving(tmp_path: P
     pollers = loud["attacker"]["kinds"]["poller"]
     assert pollers["answers"].get("200", 0) > 0, pollers
     assert set(pollers["answers"]) == {"200"}, pollers
+
+
+def test_tracker_under_ten_thousand_announces_across_a_thousand_swarms(tmp_path: Path) -> None:
+    need_root()
+    out = tmp_path / "tracker.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "chaos/tracker_load.py"), "--prefix=swu", f"--out={out}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["announces"] == 10_000 and doc["swarms"] == 1_000
+    assert doc["answers"] == {"200": 10_000}, doc
+    assert doc["connection_error_count"] == 0, doc
+    m = doc["tracker_metrics"]
+    assert m['swarmupdate_tracker_announces_total{result="ok"}'] == 10_000
+    assert m["swarmupdate_tracker_swarms"] == 1_000
+    assert m["swarmupdate_tracker_peers"] == 10_000
+    # memory: ten thousand peers cost tens of MB at most
+    assert doc["tracker_peak_rss_bytes"] < doc["tracker_rss_idle_bytes"] + 100 * 1024 * 1024, doc
