@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OPS_STAMP := $(VENV)/.installed-ops
 
-.PHONY: demo test lint typecheck unit venv bench fuzz clean
+.PHONY: demo test lint typecheck unit venv bench fuzz chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,8 @@ demo: $(STAMP)
 	$(BIN)/swarmupdate demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check swarmupdate tests bench chaos
-	$(BIN)/ruff format --check swarmupdate tests bench chaos
+	$(BIN)/ruff check swarmupdate tests bench chaos fuzz
+	$(BIN)/ruff format --check swarmupdate tests bench chaos fuzz
 
 typecheck: $(STAMP)
 	$(BIN)/mypy swarmupdate

@@ -60,7 +60,9 @@ class Manifest:
             raise RemoteDataError(f"{source}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
         try:
             doc = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
+            # ValueError also covers an integer past Python's int-from-text limit (4300 digits);
+            # RecursionError: a few KiB of "[[[[" nest deeper than the decoder allows
             raise RemoteDataError(f"{source}: not JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise RemoteDataError(f"{source}: top level must be an object")

@@ -16,6 +16,7 @@ import math
 import re
 import socket
 import struct
+import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -167,8 +168,10 @@ def parse_config(
     """
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer past Python's int-from-text limit
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # arrays or inline tables nested a few hundred deep
+        raise ConfigError(f"{source}: not valid TOML: nested too deeply") from exc
     t = _Table(doc, "", source, _AGENT_KEYS)
     node_id = t.text("node_id", "", _NODE_ID, _NODE_ID_HINT) or _machine_id(t, machine_id_path)
     peer_listen = t.host_port("peer_listen", "0.0.0.0:7071")
@@ -218,9 +221,9 @@ def parse_size(value: object) -> int:
         number, unit = _split_quantity(value, _SIZE_HINT)
         if unit.lower() not in _SIZE_UNITS:
             raise ValueError(f"unknown size unit {unit!r}; {_SIZE_HINT}")
-        return int(number * _SIZE_UNITS[unit.lower()])
+        return _bounded(int(number * _SIZE_UNITS[unit.lower()]), _SIZE_HINT)
     if type(value) is int and value >= 0:
-        return value
+        return _bounded(value, _SIZE_HINT)
     raise ValueError(f"expected bytes as a non-negative integer or a string; {_SIZE_HINT}")
 
 
@@ -235,7 +238,7 @@ def parse_rate(value: object) -> int:
     if isinstance(value, str):
         number, unit = _split_quantity(value, _RATE_HINT)
         if unit == "":
-            return int(number)
+            return _bounded(int(number), _RATE_HINT)
         if not unit.endswith("/s"):
             raise ValueError(f"a rate needs '/s' after its unit; {_RATE_HINT}")
         unit = unit[:-2]
@@ -247,9 +250,9 @@ def parse_rate(value: object) -> int:
             raise ValueError(f"unknown rate unit {unit + '/s'!r} (write bit/s or B/s); {_RATE_HINT}")
         if prefix + "b" not in _SIZE_UNITS:
             raise ValueError(f"unknown rate unit {unit + '/s'!r}; {_RATE_HINT}")
-        return int(number * _SIZE_UNITS[prefix + "b"] / per)
+        return _bounded(int(number * _SIZE_UNITS[prefix + "b"] / per), _RATE_HINT)
     if type(value) is int and value >= 0:
-        return value
+        return _bounded(value, _RATE_HINT)
     raise ValueError(f"expected bytes/s as a non-negative integer or a string; {_RATE_HINT}")
 
 
@@ -322,6 +325,8 @@ def first_local_address() -> str | None:
     return None
 
 
+#: the largest size (bytes) or rate (bytes/s): a signed 64-bit integer, past any real disk or link
+_MAX_QUANTITY = 2**63 - 1
 _SIOCGIFADDR = 0x8915
 _NODE_ID = re.compile(r"([A-Za-z0-9][A-Za-z0-9._:-]{0,127})?")
 _NODE_ID_HINT = "1-128 letters, digits and . _ : -"
@@ -349,7 +354,17 @@ def _split_quantity(value: str, hint: str) -> tuple[Decimal, str]:
     m = _QUANTITY.fullmatch(value)
     if m is None:
         raise ValueError(f"{value!r} is not a number with an optional unit; {hint}")
-    return Decimal(m[1]), m[2]
+    number = Decimal(m[1])
+    # bounded before any arithmetic: a number of a million digits overflows Decimal's context
+    if number > _MAX_QUANTITY:
+        raise ValueError(f"more than {_MAX_QUANTITY} (2**63 - 1); {hint}")
+    return number, m[2]
+
+
+def _bounded(number: int, hint: str) -> int:
+    if number > _MAX_QUANTITY:
+        raise ValueError(f"more than {_MAX_QUANTITY} bytes (2**63 - 1); {hint}")
+    return number
 
 
 def _type_name(value: object) -> str:
@@ -419,7 +434,9 @@ class _Table:
         at_least: float | None = None,
         below: float | None = None,
     ) -> float:
-        value = float(self.get(key, default, (int, float), "a number"))
+        raw = self.get(key, default, (int, float), "a number")
+        # an integer past the float range (TOML does not bound them) is as unusable as inf
+        value = float(raw) if abs(raw) <= sys.float_info.max else math.inf
         if not math.isfinite(value):
             raise self.error(key, "must be a finite number")
         if above is not None and not value > above:

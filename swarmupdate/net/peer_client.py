@@ -232,7 +232,7 @@ class PeerClient:
         try:
             doc = json.loads(await self._get_small(url))
             return PeerInfo(str(doc["peer_id"]), peer_url.rstrip("/"), str(doc.get("site", "")))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise FetchError("corrupt", f"{url}: not a swarmupdate peer") from exc
 
 
@@ -240,7 +240,7 @@ def parse_peer_list(data: bytes, source: str) -> list[PeerInfo]:
     """Parse a JSON list of peers, keeping only well-formed entries (a liar can only slow us)."""
     try:
         doc = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." deeper than json allows
         raise FetchError("corrupt", f"{source}: not JSON") from exc
     if not isinstance(doc, list):
         raise FetchError("corrupt", f"{source}: expected a list")

@@ -19,7 +19,7 @@ drops a bad peer entry (a tracker is never trusted).
 from __future__ import annotations
 
 import json
-import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -293,7 +293,8 @@ def decode_reply(body: bytes, *, max_peers: int = 1000) -> tuple[AnnounceReply, 
     if (
         isinstance(interval, bool)
         or not isinstance(interval, int | float)
-        or not math.isfinite(interval)
+        # not math.isfinite: an integer past the float range (1e400 written out) would raise
+        or not abs(interval) <= sys.float_info.max
         or interval <= 0
     ):
         raise AnnounceFieldError("interval", "must be a positive number")
