@@ -287,9 +287,15 @@ class Agent:
             if release.version != current and release.version in app.failed:
                 continue
             app.seen_at.setdefault(release.version, time.monotonic())
-            await anyio.to_thread.run_sync(
-                atomic_write_bytes, self.manifests_dir / release.manifest_sha256, release.manifest_bytes
-            )
+            try:  # the verified manifest, served to peers (/v1/targets)
+                await anyio.to_thread.run_sync(
+                    atomic_write_bytes, self.manifests_dir / release.manifest_sha256, release.manifest_bytes
+                )
+            except StoreError as exc:  # our disk (full, read-only): this poll fails, the next retries
+                ok = False
+                self.last_refresh_error = str(exc)
+                log.warning("manifest_write_failed", app=app.name, error=str(exc))
+                continue
             rt = SwarmRuntime(
                 release=release,
                 self_info=self.self_info,
@@ -365,7 +371,14 @@ class Agent:
         except SwarmUpdateError as exc:
             bound.error("install_failed", error=str(exc))
             self.metrics.install.labels(app.name, "failed").inc()
-            app.failed.add(rel.version)
+            if isinstance(exc, StoreError):
+                # our disk refused (full, read-only), not the release: leave the swarm, and the next
+                # poll tries again from the chunks the store holds
+                if self.swarms.get(rel.swarm_id) is rt:
+                    del self.swarms[rel.swarm_id]
+                rt.scope.cancel()
+            else:
+                app.failed.add(rel.version)
             return
         finally:
             artifact.unlink(missing_ok=True)

@@ -264,6 +264,8 @@ class _Connection:
         self.on_response = on_response
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self.scope = anyio.CancelScope()
+        #: the method of the request being answered (a HEAD answer has no body)
+        self.method = b""
         #: when it began to wait for its next request; None while a request is being answered
         self.waiting_since: float | None = anyio.current_time()
         try:
@@ -344,6 +346,7 @@ class _Connection:
                 return None
             if isinstance(event, h11.Request):
                 request = event
+                self.method = event.method
                 # h11 bounds only incomplete heads; a large head that arrives whole passes it
                 head = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
                 if head > self.limits.max_header_bytes:
@@ -396,9 +399,9 @@ class _Connection:
             return
 
     def _whole(self, head: h11.Response, body: bytes) -> bytes:
-        """A whole small response as one write (one system call, not three)."""
+        """A whole small response as one write (one system call, not three); no body for a HEAD."""
         parts = [self.conn.send(head)]
-        if body:
+        if body and self.method != b"HEAD":
             parts.append(self.conn.send(h11.Data(data=body)))
         parts.append(self.conn.send(h11.EndOfMessage()))
         return b"".join(p for p in parts if p)

@@ -59,7 +59,8 @@ class AnnounceResult:
 
     #: peers from every tracker that answered, de-duplicated by peer id and by URL, never ourselves
     peers: tuple[PeerInfo, ...]
-    #: the largest swarm size reported; 0 when no tracker reported one
+    #: the lower median of the swarm sizes reported (the smaller of two); 0 when no tracker answered.
+    #: Not the largest: one lying tracker could then stretch every origin fallback wait at will
     swarm_size: int
     #: seconds until the next announce: the smallest reported (within the client's bounds), or
     #: the client's default when no tracker answered
@@ -216,7 +217,8 @@ class TrackerClient:
                     peers.append(p)
         interval = min(intervals) if intervals else self.default_interval
         interval = min(max(interval, self.min_interval), self.max_interval)
-        return AnnounceResult(tuple(peers), max(sizes, default=0), interval, tuple(answered), tuple(failed))
+        size = sorted(sizes)[(len(sizes) - 1) // 2] if sizes else 0
+        return AnnounceResult(tuple(peers), size, interval, tuple(answered), tuple(failed))
 
 
 def _check_tracker(base: str) -> str:

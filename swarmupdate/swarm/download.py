@@ -51,7 +51,7 @@ from swarmupdate.swarm.events import (
     RequestChunk,
     SwarmSize,
 )
-from swarmupdate.swarm.peers import PeerState, PeerTable
+from swarmupdate.swarm.peers import BAN_AFTER_STRIKES, PeerState, PeerTable
 from swarmupdate.swarm.picker import Availability, MaskCodec, random_priorities, rarest_first
 from swarmupdate.swarm.policy import chunk_owner, fallback_wait, peer_chunk_hash, pullers
 
@@ -373,7 +373,12 @@ class Download:
                 state.mask &= ~bit
                 state.complete = False
                 self._avail.remove(bit, now)
+                state.strikes += 1
             self._peers.record_missing(state)
+            if not state.delivered and state.strikes:
+                # it never delivered, and denies what its bitfield claims: it may be lying to keep
+                # chunks from the origin fallback; drop it (and on the last strike, ban it)
+                self._drop(source, now, actions)
         elif kind == "busy":
             wait = event.retry_after if event.retry_after is not None else cfg.busy_backoff
             # Never sooner than asked, and spread out so that the peers turned away together do not
@@ -382,7 +387,13 @@ class Download:
             floor = float(min(cfg.per_peer_inflight, cfg.max_inflight))
             self._window = max(floor, self._window * WINDOW_SHRINK)
         elif kind == "timeout":
-            if self._peers.record_timeout(state, now, cfg.busy_backoff, cfg.drop_after_timeouts):
+            state.strikes += 1
+            # a peer that never delivered gets no second wait: its bitfield may be a lie that keeps
+            # these chunks from the origin fallback
+            if (
+                self._peers.record_timeout(state, now, cfg.busy_backoff, cfg.drop_after_timeouts)
+                or not state.delivered
+            ):
                 self._drop(source, now, actions)
         elif self._peers.record_error(state, now, cfg.busy_backoff, cfg.drop_after_errors):
             self._drop(source, now, actions)
@@ -391,6 +402,9 @@ class Download:
         state = self._peers.drop(peer_id)
         if state is not None:
             self._release_peer(state, now, actions)
+            if state.strikes >= BAN_AFTER_STRIKES and not state.delivered:
+                reason = f"{state.strikes} timeouts or denied chunks, and not one chunk delivered"
+                self._ban(peer_id, reason, now, actions)
 
     def _ban(self, peer_id: str, reason: str, now: float, actions: list[Action]) -> None:
         state = self._peers.get(peer_id)
@@ -638,12 +652,15 @@ class Download:
         return wait
 
     def _pullers(self) -> list[str]:
-        """The swarm's origin pullers as far as this agent knows: the lowest swarm hashes among the
-        live peers and itself."""
+        """The swarm's origin pullers as far as this agent knows: the lowest swarm hashes among
+        itself and the live peers that have answered a bitfield. A peer that never answered (a ghost
+        that a liar's peer list points at, or one gone) could not pull anything: counting it would
+        leave its chunks to the fallback wait. Until peers just seen answer, origin requests wait
+        anyway (``_settle_until``)."""
         cached = self._pullers_cache
         if cached is not None and cached[0] == self._view_version:
             return cached[1]
-        ids = [p.peer_id for p in self._peers.live()]
+        ids = [p.peer_id for p in self._peers.live() if p.known]
         ids.append(self._self_id)
         found = pullers(self._salt, ids, self._config.origin_puller_count, self._swarm_rank)
         if self._pullers_cache is not None and self._pullers_cache[1] == found:

@@ -1,7 +1,10 @@
 """The peer table of one download: what each peer holds, how well it serves, bans. Pure.
 
 A peer is ``live`` (used), ``dropped`` (gone or failing; a later PeerSeen brings it back) or ``banned``
-(it sent a chunk that failed verification; never used again, whatever the tracker says).
+(it sent a chunk that failed verification, or earned ``BAN_AFTER_STRIKES`` strikes without ever
+delivering a chunk; never used again, whatever the tracker says). A strike is a timeout, or a 404 for
+a chunk its bitfield claimed: what a peer does whose bitfield lies. A peer that is down (connection
+refused) or stops mid-chunk gets none: honest peers restart.
 
 Score: an exponentially weighted moving average of measured throughput (bytes/s), times a penalty that
 429s and 404s shrink and the next success restores. A timeout counts as a zero-throughput sample.
@@ -27,6 +30,10 @@ EWMA_ALPHA = 0.3
 #: score multiplier after a 429 and after a 404 for a chunk the bitfield claimed
 BUSY_PENALTY = 0.75
 MISSING_PENALTY = 0.5
+#: a peer with this many strikes that never delivered a verified chunk is banned: a liar whose bitfield
+#: claims chunks it does not send (stalls, trickles, 404s) would otherwise come back with every
+#: tracker answer and hide those chunks from the origin fallback again
+BAN_AFTER_STRIKES = 3
 
 
 @dataclass(slots=True, eq=False)
@@ -54,6 +61,8 @@ class PeerState:
     backoff_until: float = 0.0
     timeouts: int = 0
     errors: int = 0
+    #: timeouts and 404s for chunks its bitfield claimed, over its whole history (kept across drops)
+    strikes: int = 0
     ban_reason: str = ""
     #: when its bitfield was last asked for
     bitfield_asked: float = -math.inf

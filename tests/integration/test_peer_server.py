@@ -338,3 +338,12 @@ def test_when_every_connection_is_busy_a_newcomer_is_turned_away(
         for s in fresh:
             s.close()
     assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+
+
+def test_an_error_answer_to_a_head_request_still_has_its_status_line(
+    peer: tuple[str, PeerServer, str],
+) -> None:
+    url, _, _ = peer
+    out = _raw(url, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413"), out
+    assert out.endswith(b"\r\n\r\n"), out  # and no body

@@ -332,9 +332,13 @@ def test_missing_chunk_is_asked_of_another_peer_and_the_bit_cleared() -> None:
 
 
 def test_failed_chunk_is_never_lost() -> None:
-    # (two unproven peers: one request each)
+    # two peers that have proven themselves (each delivered a chunk only it held), so that no failure
+    # below drops them (an unproven peer is dropped at its first timeout or denied chunk)
     cfg = DownloadConfig(per_peer_inflight=2, max_inflight=2, drop_after_errors=100, drop_after_timeouts=100)
-    dl, _ = with_peers(2, {"a": [0, 1], "b": [0, 1]}, cfg)
+    dl, first = with_peers(4, {"a": [0, 1, 2], "b": [0, 1, 3]}, cfg)
+    assert sorted(requests(first)) == [(2, "a"), (3, "b")]
+    arrive(dl, 2, "a", 0.0)
+    arrive(dl, 3, "b", 0.0)
     kinds: tuple[FailureKind, ...] = ("timeout", "error", "missing", "busy", "timeout")
     now = 0.0
     for kind in kinds:
@@ -344,7 +348,7 @@ def test_failed_chunk_is_never_lost() -> None:
             assert src is not None
             dl.handle(ChunkFailed(index, src, kind), now)
             if kind == "missing":  # the bit was cleared; the next bitfield claims the chunk again
-                dl.handle(BitfieldUpdate(src, Bitfield(2, [0, 1])), now)
+                dl.handle(BitfieldUpdate(src, Bitfield(4, [0, 1, 2 if src == "a" else 3])), now)
         # both chunks go out again, once each, after the backoffs
         while dl.inflight < 2:
             wake = dl.next_wakeup(now)
@@ -355,6 +359,40 @@ def test_failed_chunk_is_never_lost() -> None:
     for index, src in [(i, p) for i in range(2) for p in dl.requested_from(i)]:
         arrive(dl, index, src, now)
     assert dl.done
+
+
+def test_an_unproven_peer_that_stalls_or_denies_is_dropped_at_once_and_banned_at_the_third_strike() -> None:
+    """A false bitfield would hide chunks from the origin fallback: a peer that never delivered gets no
+    second wait, and three strikes (timeouts, 404s for claimed chunks) ban it though the tracker
+    keeps handing it out."""
+    cfg = DownloadConfig(per_peer_inflight=1, max_inflight=4, drop_after_timeouts=3, busy_backoff=1.0)
+    dl, first = with_peers(8, {"liar": range(8), "b": range(8)}, cfg)
+    now = 1.0
+    for strike, kind in enumerate(("timeout", "missing", "timeout"), 1):
+        ((index, _),) = [r for r in requests(first) if r[1] == "liar"]
+        actions = dl.handle(ChunkFailed(index, "liar", kind), now)
+        assert not dl.peers.is_live("liar"), strike
+        if strike < 3:
+            assert not any(isinstance(a, BanPeer) for a in actions)
+            # the tracker hands it out again: it is live again, and asked again
+            dl.handle(PeerSeen(peer("liar")), now + 1)
+            first = dl.handle(BitfieldUpdate("liar", Bitfield(8, range(8))), now + 1.5)
+            first += dl.poll(now + 3)
+            now += 3
+        else:
+            assert [a.peer_id for a in actions if isinstance(a, BanPeer)] == ["liar"]
+            dl.handle(PeerSeen(peer("liar")), now + 1)
+            assert not dl.peers.is_live("liar")
+
+
+def test_a_proven_peer_survives_a_timeout() -> None:
+    cfg = DownloadConfig(per_peer_inflight=1, max_inflight=4, drop_after_timeouts=3)
+    dl, first = with_peers(8, {"a": range(8), "b": range(8)}, cfg)
+    ((index, _),) = [r for r in requests(first) if r[1] == "a"]
+    after = arrive(dl, index, "a", 1.0) + dl.poll(1.1)
+    index = next(r[0] for r in requests(after) if r[1] == "a")
+    dl.handle(ChunkFailed(index, "a", "timeout"), 2.0)
+    assert dl.peers.is_live("a")
 
 
 def test_repeated_errors_drop_the_peer_and_peer_seen_brings_it_back() -> None:
@@ -402,9 +440,14 @@ def test_a_peer_that_times_out_repeatedly_is_dropped_and_its_chunk_asked_elsewhe
     dl, first = with_peers(10, {"slow": range(10), "ok": range(10)}, cfg)
     slow_index = next(i for i, p in requests(first) if p == "slow")
     ok_index = next(i for i, p in requests(first) if p == "ok")
-    dl.handle(ChunkFailed(slow_index, "slow", "timeout"), 1.0)
+    # slow proves itself with one chunk (an unproven peer is dropped at its first timeout)
+    after = arrive(dl, slow_index, "slow", 0.5)
+    slow_index = next(i for i, p in requests(after) if p == "slow")
     state = dl.peers.get("slow")
-    assert state is not None and state.throughput == 0.0 and dl.peers.is_live("slow")
+    assert state is not None and state.throughput is not None
+    measured = state.throughput
+    dl.handle(ChunkFailed(slow_index, "slow", "timeout"), 1.0)
+    assert state.throughput < measured and dl.peers.is_live("slow")
     # ok delivers: the timed-out chunk is not lost, and ok (not the slow peer) gets the next request
     assert requests(arrive(dl, ok_index, "ok", 1.5)) == [(slow_index, "ok")]
     # slow is tried again only once its pause is over, and a second timeout drops it
@@ -503,15 +546,17 @@ def test_origin_waits_for_the_bitfields_of_peers_just_seen_but_not_for_long() ->
     assert requests(dl.handle(PeerSeen(peer("mute")), 0.0)) == []
     assert requests(dl.handle(SwarmSize(3), 0.0)) == []
     # early holds half the chunks: those come from it; the others may go to the origin once mute has
-    # had a bitfield interval to answer (the ones "late" owns among the three it knows)
+    # had a bitfield interval to answer (the ones "late" owns among itself and early: mute never
+    # answered, so it cannot be pulling anything and is no puller)
     actions = dl.handle(BitfieldUpdate("early", Bitfield(16, range(8))), 0.05)
     assert [src for _, src in requests(actions)] == ["early"]
     assert dl.next_wakeup(0.05) == pytest.approx(0.5)
     assert requests(dl.poll(0.5)) == []
     assert dl.next_wakeup(0.5) == pytest.approx(1.0)
     assert requests(dl.poll(0.99)) == []
-    first = owned(refs, "late", ["early", "mute"]) - set(range(8))
+    first = owned(refs, "late", ["early"]) - set(range(8))
     assert first, "pick other names"
+    assert first != owned(refs, "late", ["early", "mute"]) - set(range(8)), "pick names where mute matters"
     assert sorted(requests(dl.poll(1.0))) == [(i, None) for i in sorted(first)]
 
 
