@@ -40,6 +40,8 @@ _READ = 256 * 1024
 _MAX_ERROR_BODY = 4096
 #: a chunk transfer gets at most length / MIN_RATE seconds (bytes/s; at least request_timeout)
 MIN_RATE = 16 * 1024
+#: from a peer, after this many seconds (at most request_timeout) the bytes must keep up MIN_RATE
+PEER_GRACE = 10.0
 
 
 class _Writer(Protocol):
@@ -94,8 +96,9 @@ class PeerClient:
         ``origin``: the URL is the origin's (fetched with httpx, whatever its scheme).
 
         Time limits: a transfer is given up when no byte came for ``request_timeout`` seconds, or when
-        the whole chunk has not come within ``length / MIN_RATE`` seconds (at least ``request_timeout``:
-        a peer trickling bytes is cut off). Not a fixed total: an
+        the whole chunk has not come within ``length / MIN_RATE`` seconds (at least ``request_timeout``),
+        and from a peer also when, ``PEER_GRACE`` seconds in, it has sent less than MIN_RATE on average
+        (a peer trickling bytes is cut off in seconds). Not a fixed total: an
         origin that many agents share sends each of them slowly, and a transfer cut off at a fixed time
         is asked again, so everyone would start over forever and nothing would complete.
 
@@ -105,10 +108,21 @@ class PeerClient:
         """
         started = anyio.current_time()
         cap = started + max(self.request_timeout, ref.length / MIN_RATE)
-        with anyio.CancelScope(deadline=min(started + self.request_timeout, cap)) as scope:
+        # a peer (not the origin, which many agents share) must keep up MIN_RATE after a short grace:
+        # each byte buys 1/MIN_RATE s, so one that trickles is cut in seconds, not at the whole cap
+        grace = started + min(self.request_timeout, PEER_GRACE)
+        received = 0
 
-            def progress() -> None:
-                scope.deadline = min(anyio.current_time() + self.request_timeout, cap)
+        def limit(now: float) -> float:
+            deadline = min(now + self.request_timeout, cap)
+            return deadline if origin else min(deadline, max(grace + received / MIN_RATE, grace))
+
+        with anyio.CancelScope(deadline=limit(started)) as scope:
+
+            def progress(n: int) -> None:
+                nonlocal received
+                received += n
+                scope.deadline = limit(anyio.current_time())
 
             if origin or not url.startswith("http://"):
                 return await self._fetch_chunk(url, ref, store, progress)
@@ -119,7 +133,9 @@ class PeerClient:
             raise FetchError("timeout", f"{url}: {why} after {took:.0f}s")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _fetch_chunk(self, url: str, ref: ChunkRef, store: _Store, progress: Callable[[], None]) -> int:
+    async def _fetch_chunk(
+        self, url: str, ref: ChunkRef, store: _Store, progress: Callable[[int], None]
+    ) -> int:
         try:
             async with self._http.stream("GET", url) as response:
                 _check_status(response.status_code, response.headers, url)
@@ -143,7 +159,7 @@ class PeerClient:
             raise
 
     async def _fetch_chunk_lean(
-        self, url: str, ref: ChunkRef, store: _Store, progress: Callable[[], None]
+        self, url: str, ref: ChunkRef, store: _Store, progress: Callable[[int], None]
     ) -> int:
         try:
             async with self._peers.get(url) as response:
@@ -159,7 +175,7 @@ class PeerClient:
             raise _lean_error(exc) from exc
 
     async def _store(
-        self, pieces: AsyncIterator[bytes], ref: ChunkRef, store: _Store, progress: Callable[[], None]
+        self, pieces: AsyncIterator[bytes], ref: ChunkRef, store: _Store, progress: Callable[[int], None]
     ) -> int:
         """Write a body into a verifying store writer; nothing becomes visible unless it matches ``ref``."""
         writer: _Writer = store.writer(ref)
@@ -168,7 +184,7 @@ class PeerClient:
                 if self.download_pace is not None:
                     await self.download_pace(len(piece))
                 writer.write(piece)
-                progress()
+                progress(len(piece))
             await anyio.to_thread.run_sync(writer.commit)
         except BaseException:
             writer.abort()

@@ -86,6 +86,8 @@ ORIGIN_TIME_DECAY = 0.8
 PULLER_POLL_VIEW = 200
 #: a chunk a live peer says it is pulling from the origin is pulled here only after this many fallback delays
 CLAIM_PATIENCE = 6.0
+#: the longest a dropped peer is kept out before a PeerSeen may bring it back (see Download._rejoin_wait)
+MAX_REJOIN_WAIT = 60.0
 #: a 429's wait is stretched by up to this fraction at random
 BUSY_JITTER = 0.5
 #: bitfield rounds come every interval, give or take half this fraction
@@ -281,8 +283,8 @@ class Download:
             self._on_arrived(event, now, actions)
         elif isinstance(event, ChunkFailed):
             self._on_failed(event, now, actions)
-        elif isinstance(event, PeerGone):
-            self._drop(event.peer_id, now, actions)
+        elif isinstance(event, PeerGone):  # it left (not a failure): it may come back at once
+            self._drop(event.peer_id, now, actions, failed=False)
         elif isinstance(event, SwarmSize):
             if max(event.n, 0) != self._swarm_size:
                 self._swarm_size = max(event.n, 0)
@@ -294,6 +296,13 @@ class Download:
         peer_id = event.peer.peer_id
         if peer_id == self._self_id:
             return
+        known = self._peers.get(peer_id)
+        if (
+            known is not None
+            and known.status == "dropped"
+            and now < known.dropped_at + self._rejoin_wait(known)
+        ):
+            return  # dropped not long ago: a tracker or a liar's peer list naming it is no news
         if self._peers.seen(event.peer):
             self._view_version += 1
             state = self._peers.get(peer_id)
@@ -398,9 +407,18 @@ class Download:
         elif self._peers.record_error(state, now, cfg.busy_backoff, cfg.drop_after_errors):
             self._drop(source, now, actions)
 
-    def _drop(self, peer_id: str, now: float, actions: list[Action]) -> None:
+    def _rejoin_wait(self, state: PeerState) -> float:
+        """How long a dropped peer stays dropped whoever names it: doubling with each drop (one that
+        never answers, a ghost in a liar's peer list, costs less and less), at most ``MAX_REJOIN_WAIT``."""
+        return min(self._config.busy_backoff * 2.0 ** min(state.drops, 16), MAX_REJOIN_WAIT)
+
+    def _drop(self, peer_id: str, now: float, actions: list[Action], *, failed: bool = True) -> None:
         state = self._peers.drop(peer_id)
         if state is not None:
+            if failed:
+                state.dropped_at = now
+            else:
+                state.drops -= 1
             self._release_peer(state, now, actions)
             if state.strikes >= BAN_AFTER_STRIKES and not state.delivered:
                 reason = f"{state.strikes} timeouts or denied chunks, and not one chunk delivered"
@@ -731,6 +749,9 @@ class Download:
         interval = self._config.bitfield_interval
         until = -math.inf
         for p in self._peers.live():
+            # a peer that was dropped before (gone, or never answering) holds nothing up again
+            if p.drops:
+                continue
             if not p.known and now < p.seen_at + interval and p.seen_at + interval > until:
                 until = p.seen_at + interval
         return until

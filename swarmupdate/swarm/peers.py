@@ -63,6 +63,9 @@ class PeerState:
     errors: int = 0
     #: timeouts and 404s for chunks its bitfield claimed, over its whole history (kept across drops)
     strikes: int = 0
+    #: times it was dropped, and when last
+    drops: int = 0
+    dropped_at: float = -math.inf
     ban_reason: str = ""
     #: when its bitfield was last asked for
     bitfield_asked: float = -math.inf
@@ -171,6 +174,7 @@ class PeerTable:
         state = self._live.pop(peer_id, None)
         if state is not None:
             state.status = "dropped"
+            state.drops += 1
         return state
 
     def ban(self, peer_id: str, reason: str) -> bool:

@@ -350,6 +350,44 @@ async def test_a_slow_transfer_that_keeps_coming_is_not_cut_off_a_trickle_is() -
             tg.cancel_scope.cancel()
 
 
+async def test_a_peer_that_trickles_a_large_chunk_is_cut_after_the_grace_not_at_the_cap() -> None:
+    """A liar claims a chunk and sends 400 B/s: length / MIN_RATE would let it hold the request for a
+    minute (and its bitfield keeps the chunk from the origin meanwhile); a peer is cut once it falls
+    below MIN_RATE after the grace (here request_timeout, 1 s)."""
+    assert len(DATA) / MIN_RATE > 60
+
+    async def check(base: str, _: list[int]) -> None:
+        client = PeerClient(request_timeout=1.0)
+        started = anyio.current_time()
+        with anyio.fail_after(10), pytest.raises(FetchError, match="slower than") as err:
+            await client.fetch_chunk(chunk_url(base, REF.sha256, origin=False), REF, MemoryChunkStore())
+        assert err.value.kind == "timeout"
+        assert anyio.current_time() - started < 3
+        await client.aclose()
+
+    async def trickle(stream: anyio.abc.SocketStream) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, ConnectionError, anyio.EndOfStream):
+            async with stream:
+                while b"\r\n\r\n" not in await stream.receive():
+                    pass
+                await stream.send(f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\n\r\n".encode())
+                for i in range(0, len(DATA), 20):
+                    await stream.send(DATA[i : i + 20])
+                    await anyio.sleep(0.05)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with anyio.create_task_group() as tg:
+
+        async def serve() -> None:
+            async with listener:
+                await listener.serve(trickle)
+
+        tg.start_soon(serve)
+        await check(f"http://127.0.0.1:{port}", [])
+        tg.cancel_scope.cancel()
+
+
 async def test_idle_connections_are_swept_after_the_idle_timeout() -> None:
     async def check(base: str, connections: list[int]) -> None:
         pool = Http1Pool(idle_timeout=0.2)

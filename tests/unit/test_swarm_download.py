@@ -374,14 +374,19 @@ def test_an_unproven_peer_that_stalls_or_denies_is_dropped_at_once_and_banned_at
         assert not dl.peers.is_live("liar"), strike
         if strike < 3:
             assert not any(isinstance(a, BanPeer) for a in actions)
-            # the tracker hands it out again: it is live again, and asked again
-            dl.handle(PeerSeen(peer("liar")), now + 1)
-            first = dl.handle(BitfieldUpdate("liar", Bitfield(8, range(8))), now + 1.5)
-            first += dl.poll(now + 3)
-            now += 3
+            # named again at once (tracker, peer exchange): no news, it stays out for 2, then 4 s
+            back = now + cfg.busy_backoff * 2**strike
+            dl.handle(PeerSeen(peer("liar")), back - 0.1)
+            assert not dl.peers.is_live("liar")
+            # named after that: it is live again, and asked again
+            dl.handle(PeerSeen(peer("liar")), back)
+            assert dl.peers.is_live("liar")
+            first = dl.handle(BitfieldUpdate("liar", Bitfield(8, range(8))), back + 0.5)
+            first += dl.poll(back + 2)
+            now = back + 2
         else:
             assert [a.peer_id for a in actions if isinstance(a, BanPeer)] == ["liar"]
-            dl.handle(PeerSeen(peer("liar")), now + 1)
+            dl.handle(PeerSeen(peer("liar")), now + 1000)
             assert not dl.peers.is_live("liar")
 
 
