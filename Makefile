@@ -55,6 +55,9 @@ chaos: $(OPS_STAMP)
 	$(BIN)/python chaos/load.py --connections 4000
 	$(BIN)/python chaos/tracker_load.py --announces 10000 --swarms 1000
 	$(BIN)/python chaos/tracker_load.py --announces 100000 --swarms 10000 --concurrency 500
+	$(BIN)/python chaos/hostile.py
+	$(BIN)/python chaos/churn.py
+	$(BIN)/python chaos/crash.py --points 300 --out chaos/results/crash-$$(date -u +%Y%m%dT%H%M%SZ).json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
