@@ -109,7 +109,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _wait_log(proc: Process, needle: str, timeout: float = 20.0) -> str:
+def wait_log(proc: Process, needle: str, timeout: float = 20.0) -> str:
     """The first log line holding ``needle`` (a server's ready line)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -228,8 +228,8 @@ def run_swarmupdate(
             [*cli, "tracker", "serve", "--listen", f"{tracker.ip}:{TRACKER_PORT}", "--interval", "5"],
             logs / "tracker.log",
         )
-        _wait_log(origin_proc, "http://")
-        _wait_log(tracker_proc, "http://")
+        wait_log(origin_proc, "http://")
+        wait_log(tracker_proc, "http://")
         root = pub.repo / "origin/metadata/1.root.json"
         dirs = []
         for i, host in enumerate(agents):
@@ -355,7 +355,7 @@ def run_http(workdir: Path, artifact: Path, n: int, caps: Caps, *, timeout: floa
             ],
             logs / "origin.log",
         )
-        _wait_log(origin_proc, "http://")
+        wait_log(origin_proc, "http://")
         url = f"http://{origin.ip}:{ORIGIN_PORT}/{artifact.name}"
         outs = [workdir / f"http{i:03d}" / artifact.name for i in range(n)]
         for out in outs:

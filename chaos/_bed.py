@@ -3,11 +3,13 @@ release, agents in hosts, and waiting for them."""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import create_random_file, machine_info, utc_stamp  # noqa: E402
-from contenders import Published, publish  # noqa: E402
+from contenders import Published, publish, sha256_file, wait_log  # noqa: E402
 from netbed import Host, Process, Testbed, TestbedError, require_root  # noqa: E402
 
 __all__ = [
@@ -30,6 +32,12 @@ __all__ = [
     "Testbed",
     "TestbedError",
     "cli",
+    "fetch_in",
+    "finish",
+    "need_root",
+    "release",
+    "start_origin",
+    "start_tracker",
     "create_random_file",
     "machine_info",
     "manifest_chunks",
@@ -51,27 +59,6 @@ RESULTS = ROOT / "chaos" / "results"
 
 def cli(*args: str) -> list[str]:
     return [PY, "-m", "swarmupdate.cli", "--log-format", "json", *args]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def wait_log(proc: Process, needle: str, timeout: float = 20.0) -> str:
-    """Wait until ``needle`` is in the process's log; return the log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = proc.log.read_text(errors="replace") if proc.log.exists() else ""
-        if needle in text:
-            return text
-        if not proc.alive():
-            raise TestbedError(f"{proc.name} exited before it was ready:\n{text[-2000:]}")
-        time.sleep(0.05)
-    raise TestbedError(f"{proc.name} not ready within {timeout:.0f}s (log: {proc.log})")
 
 
 def wait_until(
@@ -152,6 +139,76 @@ class AgentHandle:
         except (OSError, ValueError):
             return {}
         return doc
+
+
+def start_origin(host: Host, pub: Published, logs: Path) -> tuple[Process, str]:
+    """The dev origin serving ``pub`` in ``host``; returns it and its URL once it listens."""
+    proc = host.run(
+        "origin",
+        cli("origin", "serve", str(pub.repo / "origin"), "--listen", f"{host.ip}:{ORIGIN_PORT}"),
+        logs / "origin.log",
+    )
+    wait_log(proc, "http://")
+    return proc, f"http://{host.ip}:{ORIGIN_PORT}"
+
+
+def start_tracker(host: Host, logs: Path, *extra: str) -> tuple[Process, str]:
+    """A tracker in ``host`` (announce interval 5 s); returns it and its URL once it listens."""
+    proc = host.run(
+        "tracker",
+        cli(*extra, "tracker", "serve", "--listen", f"{host.ip}:{TRACKER_PORT}", "--interval", "5"),
+        logs / "tracker.log",
+    )
+    wait_log(proc, "http://")
+    return proc, f"http://{host.ip}:{TRACKER_PORT}"
+
+
+def fetch_in(host: Host, url: str) -> str:
+    """GET ``url`` from inside ``host``'s namespace (its addresses are not reachable from outside);
+    empty when it fails."""
+    fetch = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=10).read().decode())"
+    proc = subprocess.run(
+        ["ip", "netns", "exec", host.ns, sys.executable, "-c", fetch],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+@contextlib.contextmanager
+def release(prefix: str, size_mib: int, app: str) -> Iterator[tuple[Path, Published]]:
+    """A work directory on a tmpfs with a published release of ``size_mib`` MiB of random bytes."""
+    with tempfile.TemporaryDirectory(prefix=f"swarmupdate-{prefix}-", dir="/dev/shm") as tmp:
+        workdir = Path(tmp)
+        artifact = workdir / "artifact.bin"
+        create_random_file(artifact, size_mib * 1024 * 1024)
+        yield workdir, publish(workdir, artifact, "1.0", app=app)
+
+
+def need_root() -> bool:
+    """True as root with ip and tc; otherwise says why on stderr (the caller exits 2)."""
+    try:
+        require_root()
+    except TestbedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def finish(kind: str, doc: dict[str, Any], out: Path | None) -> Path:
+    """Stamp ``doc`` (kind, time, command, machine), write it, say where."""
+    doc = {
+        "kind": kind,
+        "timestamp": utc_stamp(),
+        "command": " ".join(sys.argv),
+        "machine": machine_info(),
+        **doc,
+    }
+    path = write_json(kind, doc, out)
+    print(f"wrote {path}")
+    return path
 
 
 def manifest_chunks(pub: Published, app: str) -> list[tuple[str, int]]:

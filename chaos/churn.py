@@ -22,7 +22,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,21 +29,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bed import (
-    ORIGIN_PORT,
-    TRACKER_PORT,
     AgentHandle,
     Published,
     Testbed,
     TestbedError,
-    cli,
-    create_random_file,
-    machine_info,
-    publish,
-    require_root,
-    utc_stamp,
-    wait_log,
+    finish,
+    need_root,
+    release,
+    start_origin,
+    start_tracker,
     wait_until,
-    write_json,
 )
 
 MIB = 1024 * 1024
@@ -64,20 +58,8 @@ def run_once(workdir: Path, pub: Published, args: argparse.Namespace, *, churn: 
         origin = bed.add_host("origin", up_mbit=args.origin_mbit)
         tracker = bed.add_host("tracker", up_mbit=None)
         hosts = [bed.add_host(f"a{i:02d}", up_mbit=args.up_mbit) for i in range(args.agents)]
-        origin_url = f"http://{origin.ip}:{ORIGIN_PORT}"
-        tracker_url = f"http://{tracker.ip}:{TRACKER_PORT}"
-        oproc = origin.run(
-            "origin",
-            cli("origin", "serve", str(pub.repo / "origin"), "--listen", f"{origin.ip}:{ORIGIN_PORT}"),
-            logs / "origin.log",
-        )
-        tproc = tracker.run(
-            "tracker",
-            cli("tracker", "serve", "--listen", f"{tracker.ip}:{TRACKER_PORT}", "--interval", "5"),
-            logs / "tracker.log",
-        )
-        wait_log(oproc, "http://")
-        wait_log(tproc, "http://")
+        _, origin_url = start_origin(origin, pub, logs)
+        _, tracker_url = start_tracker(tracker, logs)
         agents = [AgentHandle(i, h, workdir / name / f"a{i:02d}", APP) for i, h in enumerate(hosts)]
         for a in agents:
             a.write_config(origin_url, root, trackers=[tracker_url])
@@ -165,17 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     p.add_argument("--prefix", default="swc", help="namespace name prefix")
     args = p.parse_args(argv)
-    try:
-        require_root()
-    except TestbedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if not need_root():
         return 2
     runs = []
-    with tempfile.TemporaryDirectory(prefix="swarmupdate-churn-", dir="/dev/shm") as tmp:
-        workdir = Path(tmp)
-        artifact = workdir / "artifact.bin"
-        create_random_file(artifact, args.size_mib * MIB)
-        pub = publish(workdir, artifact, "1.0", app=APP)
+    with release("churn", args.size_mib, APP) as (workdir, pub):
         for churn in (False, True):
             print("churn ..." if churn else "quiet ...", flush=True)
             try:
@@ -186,17 +161,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(runs[-1]), flush=True)
     quiet, loud = runs
     doc = {
-        "kind": "churn",
-        "timestamp": utc_stamp(),
-        "command": " ".join(sys.argv),
-        "machine": machine_info(),
         "size": args.size_mib * MIB,
         "caps_mbit": {"up": args.up_mbit, "origin": args.origin_mbit},
         "period_s": args.period,
         "runs": runs,
         "slowdown": round(loud["max_s"] / quiet["max_s"], 2) if loud["max_s"] and quiet["max_s"] else None,
     }
-    path = write_json("churn", doc, args.out)
     print("| run | agents | kills | link cuts | max s | p50 s | origin copies | verified |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in runs:
@@ -204,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['run']} | {r['agents']} | {r['faults']['kill']} | {r['faults']['cut']} | {r['max_s']} | "
             f"{r['p50_s']} | {r['origin_copies']} | {r['verified']} |"
         )
-    print(f"wrote {path}")
+    finish("churn", doc, args.out)
     return 0 if all(r["verified"] for r in runs) else 1
 
 

@@ -29,7 +29,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bed import (
-    ORIGIN_PORT,
     PEER_PORT,
     TRACKER_PORT,
     AgentHandle,
@@ -45,15 +43,13 @@ from _bed import (
     Published,
     Testbed,
     TestbedError,
-    cli,
-    create_random_file,
-    machine_info,
-    publish,
-    require_root,
-    utc_stamp,
+    finish,
+    need_root,
+    release,
+    start_origin,
+    start_tracker,
     wait_log,
     wait_until,
-    write_json,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -75,21 +71,9 @@ def run_scenario(workdir: Path, pub: Published, args: argparse.Namespace, scenar
         evil = bed.add_host("evil", up_mbit=None)
         adv_hosts = [bed.add_host(f"x{i}", up_mbit=args.up_mbit) for i in range(n_adv)]
         hosts = [bed.add_host(f"a{i:02d}", up_mbit=args.up_mbit) for i in range(n_honest)]
-        origin_url = f"http://{origin.ip}:{ORIGIN_PORT}"
-        tracker_url = f"http://{tracker.ip}:{TRACKER_PORT}"
+        _, origin_url = start_origin(origin, pub, logs)
+        _, tracker_url = start_tracker(tracker, logs)
         evil_url = f"http://{evil.ip}:{TRACKER_PORT}"
-        oproc = origin.run(
-            "origin",
-            cli("origin", "serve", str(pub.repo / "origin"), "--listen", f"{origin.ip}:{ORIGIN_PORT}"),
-            logs / "origin.log",
-        )
-        tproc = tracker.run(
-            "tracker",
-            cli("tracker", "serve", "--listen", f"{tracker.ip}:{TRACKER_PORT}", "--interval", "5"),
-            logs / "tracker.log",
-        )
-        wait_log(oproc, "http://")
-        wait_log(tproc, "http://")
         advs: list[tuple[Process, str]] = []
         for i, h in enumerate(adv_hosts):
             url = f"http://{h.ip}:{PEER_PORT}"
@@ -112,8 +96,8 @@ def run_scenario(workdir: Path, pub: Published, args: argparse.Namespace, scenar
                 ],
                 logs / f"adv{i}.log",
             )
-            text = wait_log(proc, '"ready"', timeout=60)
-            peer_id = json.loads(text.strip().splitlines()[0])["peer_id"]
+            line = wait_log(proc, '"ready"', timeout=60)
+            peer_id = json.loads(line)["peer_id"]
             advs.append((proc, f"{peer_id}={url}"))
         if scenario in ("evil-tracker", "evil-only"):
             eproc = evil.run(
@@ -203,17 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.adversaries is None:
         args.adversaries = args.agents // 4
-    try:
-        require_root()
-    except TestbedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if not need_root():
         return 2
     runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="swarmupdate-hostile-", dir="/dev/shm") as tmp:
-        workdir = Path(tmp)
-        artifact = workdir / "artifact.bin"
-        create_random_file(artifact, args.size_mib * MIB)
-        pub = publish(workdir, artifact, "1.0", app=APP)
+    with release("hostile", args.size_mib, APP) as (workdir, pub):
         for scenario in args.scenario or SCENARIOS:
             print(f"{scenario} ...", flush=True)
             try:
@@ -228,15 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             round(r["max_s"] / base["max_s"], 2) if base and r["max_s"] and base["max_s"] else None
         )
     doc = {
-        "kind": "hostile",
-        "timestamp": utc_stamp(),
-        "command": " ".join(sys.argv),
-        "machine": machine_info(),
         "size": args.size_mib * MIB,
         "caps_mbit": {"up": args.up_mbit, "origin": args.origin_mbit},
         "runs": runs,
     }
-    path = write_json("hostile", doc, args.out)
     print(
         "| scenario | honest | adversaries | max s | p50 s | slowdown | origin copies | banned | verified |"
     )
@@ -246,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['scenario']} | {r['honest']} | {r['adversaries']} | {r['max_s']} | {r['p50_s']} | "
             f"{r['slowdown']} | {r['origin_copies']} | {r['banned']} | {r['verified']} |"
         )
-    print(f"wrote {path}")
+    finish("hostile", doc, args.out)
     return 0 if all(r["verified"] for r in runs) else 1
 
 

@@ -23,7 +23,6 @@ import json
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,15 +38,13 @@ from _bed import (
     Testbed,
     TestbedError,
     cli,
-    create_random_file,
-    machine_info,
+    fetch_in,
+    finish,
     manifest_chunks,
-    publish,
-    require_root,
-    utc_stamp,
+    need_root,
+    release,
     wait_log,
     wait_until,
-    write_json,
 )
 
 from swarmupdate.agent.config import parse_rate
@@ -97,18 +94,7 @@ def _scrape(host: Host) -> dict[str, float]:
 
     wanted = ("swarmupdate_peer_connections", "swarmupdate_upload_preemptions", "swarmupdate_upload_bytes")
     out: dict[str, float] = {}
-    url = f"http://{host.ip}:9100/metrics"
-    fetch = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=5).read().decode())"
-    proc = subprocess.run(
-        ["ip", "netns", "exec", host.ns, sys.executable, "-c", fetch],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    if proc.returncode != 0:
-        return out
-    text = proc.stdout
+    text = fetch_in(host, f"http://{host.ip}:9100/metrics")
     for fam in text_string_to_metric_families(text):
         for sample in fam.samples:
             if sample.name.startswith(wanted):
@@ -258,17 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="the JSON result (default chaos/results/load-<stamp>.json)")
     p.add_argument("--prefix", default="swl", help="namespace name prefix")
     args = p.parse_args(argv)
-    try:
-        require_root()
-    except TestbedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if not need_root():
         return 2
-    with tempfile.TemporaryDirectory(prefix="swarmupdate-load-", dir="/dev/shm") as tmp:
-        workdir = Path(tmp)
-        artifact = workdir / "artifact.bin"
-        create_random_file(artifact, args.size_mib * MIB)
-        pub = publish(workdir, artifact, "1.0", app=APP)
-        runs = []
+    runs = []
+    with release("load", args.size_mib, APP) as (workdir, pub):
         for attack in (False, True):
             print(f"{'attack' if attack else 'quiet'} run ...", flush=True)
             try:
@@ -278,10 +257,6 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
     quiet, loud = runs
     doc = {
-        "kind": "load",
-        "timestamp": utc_stamp(),
-        "command": " ".join(sys.argv),
-        "machine": machine_info(),
         "size": args.size_mib * MIB,
         "connections": args.connections,
         "mix": _mix(args.connections),
@@ -290,12 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         if quiet["honest_max_s"] and loud["honest_max_s"]
         else None,
     }
-    path = write_json("load", doc, args.out)
     print(json.dumps({k: doc[k] for k in ("connections", "slowdown")}))
     for r in runs:
         print(json.dumps({k: v for k, v in r.items() if k != "attacker"}))
     print(json.dumps(loud["attacker"].get("kinds", {})))
-    print(f"wrote {path}")
+    finish("load", doc, args.out)
     return 0
 
 

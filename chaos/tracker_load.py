@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +22,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bed import (
     TRACKER_PORT,
+    Host,
     Testbed,
     TestbedError,
     cli,
-    machine_info,
-    require_root,
-    utc_stamp,
+    fetch_in,
+    finish,
+    need_root,
     wait_log,
-    write_json,
 )
 
 HERE = Path(__file__).resolve().parent
 
 
-def _metrics(ns: str, url: str) -> dict[str, float]:
-    fetch = f"import urllib.request as u; print(u.urlopen({url + '/metrics'!r}, timeout=10).read().decode())"
-    proc = subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", fetch],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+def _metrics(host: Host, url: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    for line in proc.stdout.splitlines():
+    for line in fetch_in(host, url + "/metrics").splitlines():
         if line.startswith("swarmupdate_tracker_") and " " in line:
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
@@ -87,14 +80,12 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         )
         while burst.alive():
             tproc.sample()
-            import time
-
             time.sleep(0.1)
         lines = burst.log.read_text(errors="replace").strip().splitlines()
         if not lines or not lines[-1].startswith("{"):
             raise TestbedError(f"the burst failed: {burst.log.read_text()[-2000:]}")
         result: dict[str, Any] = json.loads(lines[-1])
-        metrics = _metrics(tracker.ns, url)
+        metrics = _metrics(tracker, url)
         usage = tproc.stop()
     result.update(
         {
@@ -115,29 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     p.add_argument("--prefix", default="swk", help="namespace name prefix")
     args = p.parse_args(argv)
-    try:
-        require_root()
-    except TestbedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if not need_root():
         return 2
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="swarmupdate-tracker-load-") as tmp:
         try:
             result = run(args, Path(tmp))
         except TestbedError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    doc = {
-        "kind": "tracker-load",
-        "timestamp": utc_stamp(),
-        "command": " ".join(sys.argv),
-        "machine": machine_info(),
-        **result,
-    }
-    path = write_json("tracker-load", doc, args.out)
-    print(json.dumps({k: v for k, v in doc.items() if k not in ("machine", "command")}))
-    print(f"wrote {path}")
+    print(json.dumps(result))
+    finish("tracker-load", result, args.out)
     return 0
 
 

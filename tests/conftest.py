@@ -34,6 +34,17 @@ def need_tool(name: str) -> str:
     return path
 
 
+def need_netns(*tools: str) -> None:
+    """Root, ``ip`` and ``tc`` (and ``tools``) for the namespace testbed, or skip (fail under
+    SWARMUPDATE_STRICT=1)."""
+    for name in ("ip", "tc", *tools):
+        need_tool(name)
+    if os.geteuid() != 0:
+        if STRICT:
+            pytest.fail("SWARMUPDATE_STRICT=1: the namespace testbed needs root")
+        pytest.skip("the namespace testbed needs root")
+
+
 def venv_tool(name: str) -> str:
     """Path of a tool installed in the project's venv, or skip (fail under SWARMUPDATE_STRICT=1) like
     ``need_tool``."""

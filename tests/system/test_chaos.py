@@ -6,7 +6,6 @@ really dealt."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import STRICT, need_tool
+from tests.conftest import need_netns
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(script: str, out: Path, *args: str) -> dict[str, Any]:
-    need_tool("ip")
-    need_tool("tc")
-    if os.geteuid() != 0:
-        if STRICT:
-            pytest.fail("SWARMUPDATE_STRICT=1: the namespace testbed needs root")
-        pytest.skip("the namespace testbed needs root")
+    need_netns()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "chaos" / script), f"--out={out}", *args],
         capture_output=True,

@@ -8,32 +8,21 @@ memory stays bounded, its upload rate limit holds, and it kept answering the pol
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import STRICT, need_tool
+from tests.conftest import need_netns
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def need_root() -> None:
-    need_tool("ip")
-    need_tool("tc")
-    need_tool("ss")
-    if os.geteuid() != 0:
-        if STRICT:
-            pytest.fail("SWARMUPDATE_STRICT=1: the namespace testbed needs root")
-        pytest.skip("the namespace testbed needs root")
-
-
 def test_an_agent_under_a_thousand_hostile_connections_keeps_serving(tmp_path: Path) -> None:
-    need_root()
+    need_netns("ss")
     out = tmp_path / "load.json"
     proc = subprocess.run(
         [
@@ -71,7 +60,7 @@ def test_an_agent_under_a_thousand_hostile_connections_keeps_serving(tmp_path: P
 
 
 def test_tracker_under_ten_thousand_announces_across_a_thousand_swarms(tmp_path: Path) -> None:
-    need_root()
+    need_netns("ss")
     out = tmp_path / "tracker.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "chaos/tracker_load.py"), "--prefix=swu", f"--out={out}"],
