@@ -917,3 +917,35 @@ def test_in_a_large_swarm_the_pullers_are_polled_as_often_as_anyone_else() -> No
         assert min(others) >= 50
         # pullers: the same in a small swarm, 200/10,000 of it (about 1 in 60 s) in a large one
         assert low <= sum(per_puller) / len(per_puller) <= high, (swarm, per_puller)
+
+
+def test_a_liar_named_by_a_lying_tracker_delays_the_origin_by_one_timeout_only() -> None:
+    """The chaos `evil-only` case in the core: the only tracker names a liar (its id ground to rank first
+    among the pullers, a full bitfield, claims to be pulling everything) and 20 ghosts where nothing
+    answers, with a swarm size of 5,000. After the liar's first stall the agent fetches everything from
+    the origin at once; it does not wait for the ghosts, nor for fallback delays scaled by 5,000."""
+    n = 14
+    salt = "ab" * 32
+    refs = chunks(n)
+    liar = min((f"evil-{i}" for i in range(5000)), key=lambda p: peer_chunk_hash(salt, p))
+    dl = Download(refs, (), "me", DownloadConfig(origin_fallback_delay=10.0), now=0.0, salt=salt)
+    named = [SwarmSize(5000), PeerSeen(peer(liar)), *(PeerSeen(peer(f"ghost-{i}")) for i in range(20))]
+    actions = dl.handle_all(named, 0.0)
+    assert liar in bitfield_asks(actions)
+    full = Bitfield.full(n)
+    actions = dl.handle(BitfieldUpdate(liar, full, pulling=tuple(range(n))), 0.01)
+    asked = requests(actions)
+    assert asked and all(src == liar for _, src in asked)  # it claims everything: it is asked first
+    assert requests(dl.poll(9.0)) == []  # nothing from the origin while it holds every chunk
+    (index, _) = asked[0]
+    actions = dl.handle(ChunkFailed(index, liar, "timeout"), 10.0)  # it stalled
+    assert not dl.peers.is_live(liar)
+    now, origin = 10.0, set[int]()
+    pending = [i for i, src in requests(actions + dl.poll(10.5)) if src is None]
+    while pending and now < 30:
+        i = pending.pop()
+        origin.add(i)
+        now += 0.3
+        pending += [j for j, src in requests(dl.handle(ChunkArrived(i, None, MIB, 0.3), now)) if src is None]
+    assert origin == set(range(n)), sorted(origin)
+    assert now < 16
