@@ -347,3 +347,39 @@ def test_an_error_answer_to_a_head_request_still_has_its_status_line(
     out = _raw(url, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 413"), out
     assert out.endswith(b"\r\n\r\n"), out  # and no body
+
+
+def test_out_of_descriptors_the_server_sheds_idle_connections_and_keeps_serving(tmp_path: Path) -> None:
+    """A tracker process limited to 64 open files, held by 100 idle connections: accept fails with EMFILE
+    (which used to end the server); it sheds the longest-waiting connections and answers a newcomer."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarmupdate.cli", "tracker", "serve", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "tracker.log").open("wb"),
+        text=True,
+        preexec_fn=limit,
+    )
+    idle: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().rsplit(" ", 1)[-1].rstrip("/")
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(100):
+            idle.append(socket.create_connection((host, int(port)), timeout=5))
+        time.sleep(1.0)  # older than EVICT_AFTER
+        r = httpx.get(f"{url}/healthz", timeout=10)
+        assert r.status_code == 200
+        assert proc.poll() is None, "the server is still running"
+        assert b"accept_failed" in (tmp_path / "tracker.log").read_bytes()
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        proc.wait(10)
