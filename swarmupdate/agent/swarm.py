@@ -307,7 +307,7 @@ class SwarmRuntime:
         except FetchError as exc:
             if exc.kind == "missing":
                 # the peer does not know this release yet: an empty bitfield, ask again later
-                self._send(BitfieldUpdate(peer_id, Bitfield(len(self.unique))))
+                self._send(BitfieldUpdate(peer_id, Bitfield(len(self.unique)), in_swarm=False))
             else:
                 self._send(PeerGone(peer_id))
             return

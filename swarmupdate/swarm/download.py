@@ -322,8 +322,9 @@ class Download:
             self._avail.add(new & ~old)
             self._avail.remove(old & ~new, now)
             state.mask = new
-        if not state.known:
+        if not state.known or state.in_swarm != event.in_swarm:
             state.known = True
+            state.in_swarm = event.in_swarm
             self._view_version += 1  # origin decisions waiting for this answer may proceed
         state.complete = new == self._codec.full
         pulling = self._codec.mask(i for i in event.pulling if 0 <= i < self._codec.n) & ~new
@@ -671,14 +672,15 @@ class Download:
 
     def _pullers(self) -> list[str]:
         """The swarm's origin pullers as far as this agent knows: the lowest swarm hashes among
-        itself and the live peers that have answered a bitfield. A peer that never answered (a ghost
-        that a liar's peer list points at, or one gone) could not pull anything: counting it would
-        leave its chunks to the fallback wait. Until peers just seen answer, origin requests wait
+        itself and the live peers that have answered a bitfield of this swarm. A peer that never
+        answered (a ghost that a liar's peer list points at, or one gone), or answered that it does not
+        know the swarm (any web server answers 404, the origin too), could not pull anything: counting
+        it would leave its chunks to the fallback wait. Until peers just seen answer, origin requests wait
         anyway (``_settle_until``)."""
         cached = self._pullers_cache
         if cached is not None and cached[0] == self._view_version:
             return cached[1]
-        ids = [p.peer_id for p in self._peers.live() if p.known]
+        ids = [p.peer_id for p in self._peers.live() if p.known and p.in_swarm]
         ids.append(self._self_id)
         found = pullers(self._salt, ids, self._config.origin_puller_count, self._swarm_rank)
         if self._pullers_cache is not None and self._pullers_cache[1] == found:

@@ -57,11 +57,14 @@ class BitfieldUpdate:
 
     ``pulling``: the chunks the peer says it is fetching from the origin right now (a hint: a liar
     can only delay this agent's own origin pull by ``origin_fallback_delay``).
+    ``in_swarm``: False when the peer answered that it does not know this swarm (404; the bitfield is
+    then empty): it holds nothing yet, and it is no origin puller.
     """
 
     peer_id: str
     bitfield: Bitfield
     pulling: frozenset[int] = frozenset()
+    in_swarm: bool = True
 
 
 @dataclass(frozen=True, slots=True)

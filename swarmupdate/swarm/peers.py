@@ -50,6 +50,8 @@ class PeerState:
     pulling: int = 0
     #: a bitfield arrived since the peer was (re)seen
     known: bool = False
+    #: its last answer was a bitfield of this swarm (not "unknown swarm"): it may pull from the origin
+    in_swarm: bool = False
     #: its last bitfield was complete: no need to ask again
     complete: bool = False
     #: chunk indexes requested from it and not yet answered

@@ -949,3 +949,24 @@ def test_a_liar_named_by_a_lying_tracker_delays_the_origin_by_one_timeout_only()
         pending += [j for j, src in requests(dl.handle(ChunkArrived(i, None, MIB, 0.3), now)) if src is None]
     assert origin == set(range(n)), sorted(origin)
     assert now < 16
+
+
+def test_a_peer_that_does_not_know_the_swarm_is_no_puller() -> None:
+    """A liar's peer list can name any web server (the origin itself): its 404 for the swarm's bitfield
+    reads as an empty bitfield, and must not make it the owner of chunks nobody then pulls."""
+    n = 8
+    salt = "cd" * 32
+    refs = chunks(n)
+    stranger = min((f"web-{i}" for i in range(5000)), key=lambda p: peer_chunk_hash(salt, p))
+    assert peer_chunk_hash(salt, stranger) < peer_chunk_hash(salt, "me")
+    cfg = DownloadConfig(origin_fallback_delay=10.0, origin_window=n, origin_max_inflight=n)
+    dl = Download(refs, (), "me", cfg, now=0.0, salt=salt)
+    dl.handle_all([SwarmSize(5000), PeerSeen(peer(stranger))], 0.0)
+    actions = dl.handle(BitfieldUpdate(stranger, Bitfield(n), in_swarm=False), 0.05)
+    actions += dl.poll(1.0)  # after the start delay: everything is this agent's to pull
+    assert sorted(i for i, src in requests(actions) if src is None) == list(range(n))
+    # the same peer answering a real (empty) bitfield of the swarm is a puller: it owns chunks then
+    dl2 = Download(refs, (), "me", cfg, now=0.0, salt=salt)
+    dl2.handle_all([SwarmSize(5000), PeerSeen(peer(stranger))], 0.0)
+    actions = dl2.handle(BitfieldUpdate(stranger, Bitfield(n)), 0.05) + dl2.poll(1.0)
+    assert len([i for i, src in requests(actions) if src is None]) < n
