@@ -16,7 +16,7 @@
 Nothing here trusts the requester; everything served was verified before it was stored, and
 the receiver verifies again. Upload slots go to readers: when they are full, a request takes the
 slot of the upload that has sent nothing for ``preempt_after`` seconds (a client that stopped or
-slowed to a trickle), or, from an address holding no slot, the newest slot of an address holding
+slowed to a trickle), or, from an address holding no slot, the latest-moving slot of an address holding
 more than half of them; it only gets 429 when neither applies. Chunk connections have a small
 kernel send buffer, so that a client that stops reading is seen to stop within a block or two.
 The ``/healthz`` body (peer id) is an addition to DESIGN.md's contract: it lets an agent learn the
@@ -188,7 +188,7 @@ class PeerServer:
 
         - the upload that has sent nothing the longest, if that is over ``preempt_after`` seconds
           (a reader that stopped or slowed to a trickle);
-        - when ``client`` holds no slot, the newest upload of an address that holds more than half of
+        - when ``client`` holds no slot, the upload that moved last of an address that holds more than half of
           them: one address cannot keep the others out by asking for every slot.
         """
         stalled = min(self.active, key=lambda r: r.progressed, default=None)

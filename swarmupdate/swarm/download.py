@@ -379,13 +379,14 @@ class Download:
             return  # a stale answer (cancelled request, dropped peer): nothing to learn
         if kind == "missing":
             bit = self._codec.bit[index]
-            if state.mask & bit:
+            denied = bool(state.mask & bit)  # its bitfield claimed the chunk: a strike
+            if denied:
                 state.mask &= ~bit
                 state.complete = False
                 self._avail.remove(bit, now)
                 state.strikes += 1
             self._peers.record_missing(state)
-            if not state.delivered and state.strikes:
+            if denied and not state.delivered:
                 # it never delivered, and denies what its bitfield claims: it may be lying to keep
                 # chunks from the origin fallback; drop it (and on the last strike, ban it)
                 self._drop(source, now, actions)
@@ -414,12 +415,8 @@ class Download:
         return min(self._config.busy_backoff * 2.0 ** min(state.drops, 16), MAX_REJOIN_WAIT)
 
     def _drop(self, peer_id: str, now: float, actions: list[Action], *, failed: bool = True) -> None:
-        state = self._peers.drop(peer_id)
+        state = self._peers.drop(peer_id, failed=failed, now=now)
         if state is not None:
-            if failed:
-                state.dropped_at = now
-            else:
-                state.drops -= 1
             self._release_peer(state, now, actions)
             if state.strikes >= BAN_AFTER_STRIKES and not state.delivered:
                 reason = f"{state.strikes} timeouts or denied chunks, and not one chunk delivered"

@@ -171,12 +171,17 @@ class PeerTable:
         self._live[info.peer_id] = state
         return True
 
-    def drop(self, peer_id: str) -> PeerState | None:
-        """Stop using a live peer until it is seen again; returns it, or None when it was not live."""
+    def drop(self, peer_id: str, *, failed: bool = True, now: float = -math.inf) -> PeerState | None:
+        """Stop using a live peer until it is seen again; returns it, or None when it was not live.
+
+        ``failed``: it failed (counted in ``drops``, from ``now``); else it left, and may come back at once.
+        """
         state = self._live.pop(peer_id, None)
         if state is not None:
             state.status = "dropped"
-            state.drops += 1
+            if failed:
+                state.drops += 1
+                state.dropped_at = now
         return state
 
     def ban(self, peer_id: str, reason: str) -> bool:
