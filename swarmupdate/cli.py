@@ -223,6 +223,34 @@ def cmd_key_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- peer TLS
+
+
+def cmd_tls_ca(args: argparse.Namespace) -> int:
+    from swarmupdate.fleetca import CA_KEY, init_ca
+
+    cert = init_ca(args.dir, name=args.name, days=args.days)
+    _out(
+        args,
+        {"ca": str(cert), "key": str(args.dir / CA_KEY)},
+        f"fleet CA {cert} (key {args.dir / CA_KEY}: keep it off the fleet)\n"
+        f'agents trust it with [peer_tls] ca = "{cert}"',
+    )
+    return 0
+
+
+def cmd_tls_issue(args: argparse.Namespace) -> int:
+    from swarmupdate.fleetca import issue
+
+    out = issue(args.ca, args.name, args.out, ips=args.ip, dns=args.dns, days=args.days)
+    _out(
+        args,
+        {"cert": str(out.cert), "key": str(out.key), "not_after": out.not_after.isoformat()},
+        f"{out.cert} and {out.key}, valid until {out.not_after:%Y-%m-%d %H:%M} UTC",
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------------- servers
 
 
@@ -445,6 +473,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--keyid", help="replace only this key (a prefix is enough)")
     sp.add_argument("--public-key", type=Path, help="PEM public key of the new key, held elsewhere")
     sp.add_argument("--signer-uri", help="signer URI of the new key")
+
+    tls = sub.add_parser("tls", help="a fleet CA for peer mutual TLS").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND"
+    )
+    sp = leaf(tls, "ca", cmd_tls_ca, "create a fleet CA (ca.pem, ca.key) in DIR; never overwrites one")
+    sp.add_argument("dir", type=Path)
+    sp.add_argument("--name", default="swarmupdate fleet CA", help="the CA's common name")
+    sp.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
+    sp = leaf(tls, "issue", cmd_tls_issue, "issue a machine's peer certificate (NAME.pem, NAME.key)")
+    sp.add_argument("name", help="the certificate's common name and file name, e.g. the node id")
+    sp.add_argument("--ca", type=Path, required=True, help="the fleet CA's directory")
+    sp.add_argument("--out", type=Path, default=Path(), help="where to write (default: here)")
+    sp.add_argument("--ip", action="append", default=[], help="an IP address for subjectAltName")
+    sp.add_argument("--dns", action="append", default=[], help="a DNS name for subjectAltName")
+    sp.add_argument("--days", type=int, default=90, help="validity in days (default 90)")
 
     origin = sub.add_parser("origin", help="development origin server").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND"

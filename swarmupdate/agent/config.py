@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from swarmupdate.errors import ConfigError
 from swarmupdate.model import CHANNEL_RE, TOP_LEVEL_ROLES, is_app_name
+from swarmupdate.net.tls import PeerTLSConfig
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -107,6 +108,8 @@ class AgentConfig:
     #: None when metrics are disabled (``metrics_listen = ""``)
     metrics_listen: HostPort | None = _METRICS_LISTEN
     log_level: str = "info"
+    #: peer mutual TLS (the ``[peer_tls]`` table); None: peers speak plain HTTP
+    peer_tls: PeerTLSConfig | None = None
     apps: tuple[AppConfig, ...] = ()
     #: the file this was loaded from, for messages
     source: Path | None = field(default=None, compare=False)
@@ -175,9 +178,12 @@ def parse_config(
     t = _Table(doc, "", source, _AGENT_KEYS)
     node_id = t.text("node_id", "", _NODE_ID, _NODE_ID_HINT) or _machine_id(t, machine_id_path)
     peer_listen = t.host_port("peer_listen", "0.0.0.0:7071")
+    peer_tls = _peer_tls(t)
     peer_advertise = t.url("peer_advertise", "", allow_empty=True) or _default_advertise(
-        t, peer_listen, local_address or first_local_address
+        t, peer_listen, local_address or first_local_address, "https" if peer_tls else "http"
     )
+    if peer_tls is not None and peer_advertise and not peer_advertise.startswith("https://"):
+        raise t.error("peer_advertise", f"{peer_advertise!r}: must be https:// when [peer_tls] is set")
     config = AgentConfig(
         node_id=node_id,
         site=t.text("site", "", _SITE, "up to 128 letters, digits and . _ : / -"),
@@ -203,6 +209,7 @@ def parse_config(
         request_timeout=t.number("request_timeout", 30.0, above=0),
         metrics_listen=t.optional_host_port("metrics_listen", "127.0.0.1:9471"),
         log_level=t.choice("log_level", "info", _LOG_LEVELS),
+        peer_tls=peer_tls,
         apps=_apps(t),
         source=source,
     )
@@ -347,6 +354,7 @@ _SIZE_UNITS = {"": 1, "b": 1} | {
 }
 _AGENT_KEYS = frozenset(AgentConfig.__dataclass_fields__) - {"apps", "source"} | {"app"}
 _APP_KEYS = frozenset(AppConfig.__dataclass_fields__)
+_PEER_TLS_KEYS = frozenset(PeerTLSConfig.__dataclass_fields__)
 _TOML_TYPES = {str: "string", int: "integer", float: "float", bool: "boolean", list: "array", dict: "table"}
 
 
@@ -546,6 +554,19 @@ def _apps(t: _Table) -> tuple[AppConfig, ...]:
     return tuple(apps)
 
 
+def _peer_tls(t: _Table) -> PeerTLSConfig | None:
+    doc = t.get("peer_tls", None, dict, "a table ([peer_tls])")
+    if doc is None:
+        return None
+    p = _Table(doc, "peer_tls.", t.source, _PEER_TLS_KEYS)
+    return PeerTLSConfig(
+        ca=p.path("ca"),
+        cert=p.path("cert"),
+        key=p.path("key"),
+        check_hostname=p.get("check_hostname", False, bool, "a boolean"),
+    )
+
+
 def _machine_id(t: _Table, machine_id_path: Path) -> str:
     try:
         value = machine_id_path.read_text().strip()
@@ -558,7 +579,9 @@ def _machine_id(t: _Table, machine_id_path: Path) -> str:
     return value
 
 
-def _default_advertise(t: _Table, listen: HostPort, local_address: Callable[[], str | None]) -> str:
+def _default_advertise(
+    t: _Table, listen: HostPort, local_address: Callable[[], str | None], scheme: str
+) -> str:
     if listen.port == 0:
         return ""  # the port is known only after binding; the agent fills this in
     host = listen.host
@@ -567,4 +590,4 @@ def _default_advertise(t: _Table, listen: HostPort, local_address: Callable[[], 
         if found is None:
             raise t.error("peer_advertise", "not set, and this machine has no non-loopback address")
         host = found
-    return f"http://{HostPort(host, listen.port)}"
+    return f"{scheme}://{HostPort(host, listen.port)}"

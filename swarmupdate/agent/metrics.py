@@ -64,6 +64,8 @@ class AgentMetrics:
             "swarmupdate_install", "Install attempts by app and result", ["app", "result"], registry=r
         )
         self.store_bytes = Gauge("swarmupdate_store_bytes", "Bytes held in the chunk store", registry=r)
+        #: set by :meth:`peer_cert_expires` (only agents with peer TLS export it)
+        self.peer_cert_expiry: Gauge | None = None
         self.release_available = Gauge(
             "swarmupdate_release_available_info",
             "1 for the newest signed release of each app and channel this agent has seen",
@@ -89,6 +91,16 @@ class AgentMetrics:
             self.peers.labels(state)
         for result in ("ok", "error"):
             self.metadata_refresh.labels(result)
+
+    def peer_cert_expires(self, not_after: float) -> None:
+        """Export when this machine's peer TLS certificate expires (created on first use)."""
+        if self.peer_cert_expiry is None:
+            self.peer_cert_expiry = Gauge(
+                "swarmupdate_peer_tls_cert_expiry_timestamp_seconds",
+                "When this machine's peer TLS certificate expires (Unix time)",
+                registry=self.registry,
+            )
+        self.peer_cert_expiry.set(not_after)
 
     def watch_server(self, server: _Served) -> None:
         """Export the peer server's connection counters (read at each scrape)."""
@@ -118,4 +130,9 @@ class _ServerCollector(Collector):
             "swarmupdate_upload_preemptions",
             "Uploads that sent nothing for a while and lost their slot to a waiting peer",
             value=self.server.preempted,
+        )
+        yield CounterMetricFamily(
+            "swarmupdate_peer_tls_handshake_failures",
+            "Peer connections refused in the TLS handshake (no certificate, one of another CA, not TLS)",
+            value=st.handshake_failed,
         )

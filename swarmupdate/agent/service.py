@@ -36,6 +36,7 @@ from swarmupdate.model import PeerInfo
 from swarmupdate.net.httpserver import Request, Response, serve
 from swarmupdate.net.peer_client import PeerClient
 from swarmupdate.net.peer_server import PeerServer, preempt_after
+from swarmupdate.net.tls import PeerTLS
 from swarmupdate.net.tracker_client import TrackerClient
 from swarmupdate.obs.logging import get_logger
 from swarmupdate.store.disk import DiskChunkStore
@@ -48,6 +49,9 @@ from swarmupdate.trust.fetcher import FallbackFetcher
 __all__ = ["Agent"]
 
 log = get_logger("swarmupdate.agent")
+
+#: seconds between checks of the peer TLS files for a renewed certificate
+TLS_RELOAD_INTERVAL = 30.0
 
 
 @dataclass
@@ -92,16 +96,22 @@ class Agent:
         self.download_bucket = TokenBucket(
             float(config.download_limit), float(max(config.download_limit, 1 << 20))
         )
+        #: peer mutual TLS; a bad certificate, key or CA file fails here (ConfigError naming the file)
+        self.tls = PeerTLS(config.peer_tls) if config.peer_tls is not None else None
+        if self.tls is not None:
+            self.metrics.peer_cert_expires(self.tls.not_after)
         self.client = PeerClient(
             connect_timeout=config.connect_timeout,
             request_timeout=config.request_timeout,
             download_pace=self._download_pace if config.download_limit else None,
+            tls=self.tls.client if self.tls is not None else None,
         )
         self.fetcher = FallbackFetcher(
             config.origin_metadata_url,
             config.origin_targets_url,
             self._peer_urls,
             connect_timeout=config.connect_timeout,
+            peer_tls=self.tls.client if self.tls is not None else None,
         )
         self.trust = TrustClient(
             self.metadata_dir, config.origin_metadata_url, config.origin_targets_url, fetcher=self.fetcher
@@ -159,7 +169,7 @@ class Agent:
         urls = {p.url for rt in list(self.swarms.values()) for p in rt.known_peers()}
         urls |= {p.url for p in self.static_peers}
         urls |= {p.url for p in self.fleet_peers}
-        out = sorted(urls)
+        out = sorted(u for u in urls if self.client.accepts_peer(u))
         random.shuffle(out)
         return out
 
@@ -189,10 +199,17 @@ class Agent:
                     on_peer_hint=self._peer_hint,
                 )
                 self.metrics.watch_server(server)
-                self.peer_port = await tg.start(server.serve, host, port)
+                self.peer_port = await tg.start(
+                    partial(server.serve, ssl_context=self.tls.server if self.tls is not None else None),
+                    host,
+                    port,
+                )
                 if not self.self_info.url:
+                    scheme = "https" if self.tls is not None else "http"
                     self.self_info = PeerInfo(
-                        self.cfg.node_id, f"http://{_advertise_host(host)}:{self.peer_port}", self.cfg.site
+                        self.cfg.node_id,
+                        f"{scheme}://{_advertise_host(host)}:{self.peer_port}",
+                        self.cfg.site,
                     )
                     server.self_info = self.self_info
                 self.client.me = self.self_info
@@ -211,6 +228,8 @@ class Agent:
                 tg.start_soon(self._poll_loop, tg)
                 tg.start_soon(self._status_loop)
                 tg.start_soon(self._watchdog_loop)
+                if self.tls is not None:
+                    tg.start_soon(self._tls_reload_loop, self.tls)
                 sdnotify.ready()
                 task_status.started(self.peer_port)
         finally:
@@ -490,6 +509,17 @@ class Agent:
                     rt.add_peers(await self.client.peers(peer.url, rt.swarm))
                 except FetchError:
                     continue
+
+    async def _tls_reload_loop(self, tls: PeerTLS) -> None:
+        """Pick up a renewed certificate, key or fleet CA without a restart (checked every 30 s)."""
+        while True:
+            await anyio.sleep(TLS_RELOAD_INTERVAL)
+            try:
+                if await anyio.to_thread.run_sync(tls.reload_if_changed):
+                    self.metrics.peer_cert_expires(tls.not_after)
+                    log.info("peer_tls_reloaded", cert=str(tls.config.cert), not_after=tls.not_after)
+            except SwarmUpdateError as exc:  # a half-renewed file: keep the old one, say so, try again
+                log.warning("peer_tls_reload_failed", error=str(exc))
 
     async def _static_peers_loop(self) -> None:
         pending = list(self.cfg.static_peers)

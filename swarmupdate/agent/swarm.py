@@ -124,6 +124,8 @@ class SwarmRuntime:
                 continue
             if p.peer_id not in self.peers and len(self.peers) >= MAX_KNOWN_PEERS:
                 continue
+            if not self.client.accepts_peer(p.url):  # a plain-HTTP peer in a fleet with peer TLS
+                continue
             self.peers[p.peer_id] = p
             self._send(PeerSeen(p))
 

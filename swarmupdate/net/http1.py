@@ -17,12 +17,16 @@ pooled connection that the server closed meanwhile is retried once on a fresh on
 response whose body was not read to the end closes its connection instead of returning it, so a stalled or
 cancelled transfer never leaks into the next request.
 
+With an ``ssl_context`` the pool speaks ``https://`` instead (peer mutual TLS, :mod:`swarmupdate.net.tls`):
+the handshake is part of connecting, and a failed one is an :class:`HttpConnectError`.
+
 Timeouts: connecting is bounded here (``connect_timeout``); the caller bounds the whole request with a
 cancel scope, and cancellation at any point closes the connection.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -56,7 +60,7 @@ class HttpCutError(HttpProtocolError):
 
 
 class HttpUrlError(HttpError, ValueError):
-    """The URL cannot be requested by this client (not ``http://``, bad port or characters)."""
+    """The URL cannot be requested by this client (wrong scheme, bad port or characters)."""
 
 
 def _decimal(text: str | None, digits: int) -> int | None:
@@ -68,7 +72,7 @@ def _decimal(text: str | None, digits: int) -> int | None:
 
 @dataclass
 class _Conn:
-    stream: anyio.abc.SocketStream
+    stream: anyio.abc.ByteStream
     buf: bytearray = field(default_factory=bytearray)
     idle_since: float = 0.0
     requests: int = 0
@@ -143,8 +147,12 @@ class Http1Pool:
         headers: Mapping[str, str] | None = None,
         max_idle_per_host: int = 6,
         idle_timeout: float = 20.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.connect_timeout = connect_timeout
+        #: with a context, only ``https://`` URLs; without, only ``http://``
+        self.ssl_context = ssl_context
+        self.scheme = "http" if ssl_context is None else "https"
         self.max_idle_per_host = max_idle_per_host
         self.idle_timeout = idle_timeout
         self._headers = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
@@ -166,9 +174,9 @@ class Http1Pool:
         Raises:
             HttpConnectError: no connection to the server.
             HttpProtocolError: a malformed, unsupported or truncated response.
-            HttpUrlError: ``url`` cannot be requested (not ``http://``, bad port or characters).
+            HttpUrlError: ``url`` cannot be requested (not of this pool's scheme, bad port or characters).
         """
-        host, port, netloc, target = _split(url)
+        host, port, netloc, target = _split(url, self.scheme)
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         try:
             request = f"GET {target} HTTP/1.1\r\nHost: {netloc}\r\n{self._headers}{extra}\r\n".encode("ascii")
@@ -210,9 +218,20 @@ class Http1Pool:
     async def _connect(self, host: str, port: int, url: str) -> _Conn:
         try:
             with anyio.fail_after(self.connect_timeout):
-                stream = await anyio.connect_tcp(host, port)
+                stream: anyio.abc.ByteStream = (
+                    await anyio.connect_tcp(
+                        host, port, ssl_context=self.ssl_context, tls_standard_compatible=False
+                    )
+                    if self.ssl_context is not None
+                    else await anyio.connect_tcp(host, port)
+                )
         except TimeoutError:
             raise HttpConnectError(f"{url}: no connection within {self.connect_timeout:g}s") from None
+        except ssl.SSLError as exc:
+            why = getattr(exc, "verify_message", None) or exc.reason or exc
+            raise HttpConnectError(f"{url}: TLS handshake failed: {why}") from exc
+        except (anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+            raise HttpConnectError(f"{url}: TLS handshake failed: connection closed") from exc
         except OSError as exc:
             raise HttpConnectError(f"{url}: cannot connect: {exc.strerror or exc}") from exc
         return _Conn(stream)
@@ -269,14 +288,14 @@ class Http1Pool:
                 del self._idle[key]
 
 
-def _split(url: str) -> tuple[str, int, str, str]:
+def _split(url: str, scheme: str = "http") -> tuple[str, int, str, str]:
     try:
         parts = urlsplit(url)
-        port = parts.port or 80
+        port = parts.port or (443 if scheme == "https" else 80)
     except ValueError as exc:  # e.g. a port out of range
         raise HttpUrlError(f"{url!r}: {exc}") from None
-    if parts.scheme != "http" or not parts.hostname:
-        raise HttpUrlError(f"{url!r}: only http:// URLs are supported here")
+    if parts.scheme != scheme or not parts.hostname:
+        raise HttpUrlError(f"{url!r}: only {scheme}:// URLs are supported here")
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query

@@ -8,7 +8,9 @@ reached, a newcomer takes the place of the connection that has waited longest fo
 (slowloris connections and idle keep-alives), and is turned away only when every connection is busy
 answering. Running out of file descriptors stops nothing: accepting waits and sheds idle connections.
 Handlers are ``async def handler(request) -> Response``; a ``FileBody`` response streams a file
-region in large writes.
+region in large writes. With an ``ssl_context`` every connection is TLS (the handshake, bounded by
+``request_timeout``, runs in the connection's own task and counts as waiting, so a client that never
+finishes it gives its place away like an idle one).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import os
 import resource
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,7 @@ import anyio
 import anyio.abc
 import h11
 from anyio.abc import TaskStatus
+from anyio.streams.tls import TLSStream
 
 from swarmupdate.obs.logging import get_logger
 
@@ -123,6 +127,8 @@ class ServerStats:
     refused: int = 0
     #: accepts that failed (out of file descriptors or memory)
     accept_failed: int = 0
+    #: TLS handshakes that failed or timed out (no certificate, a certificate of another CA, not TLS)
+    handshake_failed: int = 0
 
 
 #: an open connection that has waited this long for its next request may give its place to a newcomer
@@ -153,9 +159,13 @@ async def serve(
     limits: ServerLimits = ServerLimits(),
     on_response: Callable[[Request, Response, float], None] | None = None,
     stats: ServerStats | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` (port 0 picks one) and serve until cancelled; ``stats`` is kept up to date.
+
+    ``ssl_context``: speak TLS only (a server context; it decides whether client certificates are
+    required).
 
     Reports the bound port through ``task_status`` once listening (use ``tg.start``).
     """
@@ -175,6 +185,11 @@ async def serve(
         try:
             async with stream:
                 with conn.scope:
+                    if ssl_context is not None:
+                        tls = await _handshake(stream, ssl_context, limits, pool.stats, conn.client)
+                        if tls is None:
+                            return
+                        conn.stream = tls
                     await conn.run()
         finally:
             pool.discard(conn)
@@ -200,6 +215,26 @@ async def serve(
         for sub in listener.listeners:
             assert isinstance(sub, anyio.abc.SocketListener)
             tg.start_soon(accept_loop, sub, tg)
+
+
+async def _handshake(
+    stream: anyio.abc.SocketStream,
+    context: ssl.SSLContext,
+    limits: ServerLimits,
+    stats: ServerStats,
+    client: str,
+) -> anyio.abc.ByteStream | None:
+    """The TLS stream over ``stream``, or None when the handshake failed or took too long."""
+    try:
+        with anyio.fail_after(limits.request_timeout):
+            return await TLSStream.wrap(
+                stream, server_side=True, ssl_context=context, standard_compatible=False
+            )
+    except (ssl.SSLError, OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+        stats.handshake_failed += 1
+        reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else type(exc).__name__
+        log.info("tls_handshake_failed", client=client, reason=str(reason))
+        return None
 
 
 def raise_open_files_limit(want: int = 65536) -> int:
@@ -253,7 +288,7 @@ class _Pool:
 class _Connection:
     def __init__(
         self,
-        stream: anyio.abc.SocketStream,
+        stream: anyio.abc.ByteStream,
         handler: Handler,
         limits: ServerLimits,
         on_response: Callable[[Request, Response, float], None] | None,

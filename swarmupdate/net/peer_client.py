@@ -1,7 +1,9 @@
 """The client side of the peer protocol (and chunk fetches from the origin).
 
 Requests to peers (``http://`` URLs) go through the lean client of :mod:`swarmupdate.net.http1`; the
-origin, which may be any web server, CDN or proxy, and ``https://`` peers go through httpx.
+origin, which may be any web server, CDN or proxy, and ``https://`` peers go through httpx. In a fleet
+with peer mutual TLS (``tls``), peers are ``https://`` only, through the lean client with the fleet's
+client context; a plain ``http://`` peer is refused without a connection.
 
 Every failure becomes a :class:`~swarmupdate.errors.FetchError` whose ``kind`` the swarm core
 acts on; httpx never leaks out of this module. Chunk bytes go straight into a store writer that
@@ -12,6 +14,7 @@ is cut off at once and nothing unverified becomes visible.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -68,7 +71,10 @@ class PeerClient:
         download_pace: Callable[[int], Awaitable[None]] | None = None,
         max_connections: int = 256,
         me: PeerInfo | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: the client context of peer mutual TLS (:class:`~swarmupdate.net.tls.PeerTLS`);
+        peers are then reached over ``https://`` only, presenting this machine's certificate."""
         #: who we are, sent with swarm requests so the peers we ask learn of us
         self.me = me
         self.request_timeout = request_timeout
@@ -84,7 +90,19 @@ class PeerClient:
         self._peers = Http1Pool(
             connect_timeout=connect_timeout,
             headers={"User-Agent": f"swarmupdate/{__version__}"},
+            ssl_context=tls,
         )
+        #: the scheme of the peers this client talks to through the lean pool
+        self.peer_scheme = f"{self._peers.scheme}://"
+        self.tls = tls is not None
+
+    def accepts_peer(self, url: str) -> bool:
+        """Whether this client would talk to a peer at ``url`` (with mutual TLS, ``https://`` only)."""
+        return not self.tls or url.startswith("https://")
+
+    def _refuse(self, url: str) -> None:
+        if not self.accepts_peer(url):
+            raise FetchError("error", f"{url}: not an https:// peer, and this fleet requires peer TLS")
 
     async def aclose(self) -> None:
         await self._peers.aclose()
@@ -124,7 +142,10 @@ class PeerClient:
                 received += n
                 scope.deadline = limit(anyio.current_time())
 
-            if origin or not url.startswith("http://"):
+            if origin:
+                return await self._fetch_chunk(url, ref, store, progress)
+            self._refuse(url)
+            if not url.startswith(self.peer_scheme):
                 return await self._fetch_chunk(url, ref, store, progress)
             return await self._fetch_chunk_lean(url, ref, store, progress)
         if scope.cancelled_caught:
@@ -197,7 +218,8 @@ class PeerClient:
         headers = (
             {PEER_HEADER: peer_header(self.me)} if hint and self.me is not None and self.me.url else None
         )
-        if url.startswith("http://"):
+        self._refuse(url)
+        if url.startswith(self.peer_scheme):
             try:
                 with anyio.fail_after(self.request_timeout):
                     async with self._peers.get(url, headers) as response:

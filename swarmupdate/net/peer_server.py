@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -272,9 +273,14 @@ class PeerServer:
         return Response(200, data, content_type="application/json")
 
     async def serve(
-        self, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve until cancelled; reports the bound port."""
+        """Serve until cancelled; reports the bound port. ``ssl_context``: TLS only (peer mutual TLS)."""
 
         def count(request: Request, response: Response, seconds: float) -> None:
             if (
@@ -291,6 +297,7 @@ class PeerServer:
             limits=self.limits,
             on_response=count,
             stats=self.stats,
+            ssl_context=ssl_context,
             task_status=task_status,
         )
 

@@ -6,6 +6,7 @@ HTTP error statuses become ``DownloadHTTPError(status)``; every transport failur
 
 from __future__ import annotations
 
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -75,9 +76,12 @@ class HttpxFetcher(FetcherInterface):
                 close()
 
     def _fetch(self, url: str) -> Iterator[bytes]:
+        return self._get(self._client, url)
+
+    def _get(self, client: httpx.Client, url: str) -> Iterator[bytes]:
         try:
-            request = self._client.build_request("GET", url)
-            response = self._client.send(request, stream=True)
+            request = client.build_request("GET", url)
+            response = client.send(request, stream=True)
         except httpx.TimeoutException as exc:
             raise tuf_exc.SlowRetrievalError(f"{url}: timed out") from exc
         except httpx.HTTPError as exc:
@@ -107,6 +111,9 @@ class FallbackFetcher(HttpxFetcher):
     python-tuf exactly as if the origin had sent it; freshness stays bounded by the timestamp's
     expiry. When the origin is unreachable and a peer answers 404 (say, for the next root
     version), the 404 is reported, as the TUF workflow expects at the end of the root chain.
+
+    ``peer_tls``: the client context of peer mutual TLS; peers are then asked over ``https://`` only,
+    with this machine's certificate (the origin keeps the system's CAs).
     """
 
     def __init__(
@@ -116,15 +123,30 @@ class FallbackFetcher(HttpxFetcher):
         peers: Callable[[], list[str]],
         *,
         max_peers: int = 4,
+        peer_tls: ssl.SSLContext | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._peer_client = self._client
+        if peer_tls is not None:
+            self._peer_client = httpx.Client(
+                timeout=self._client.timeout,
+                headers={"User-Agent": f"swarmupdate/{__version__}"},
+                verify=peer_tls,
+                follow_redirects=False,
+            )
+        self.peer_tls = peer_tls is not None
         self.metadata_url = metadata_url.rstrip("/") + "/"
         self.targets_url = targets_url.rstrip("/") + "/"
         self.peers = peers
         self.max_peers = max_peers
         #: how many fetches were answered by a peer instead of the origin (for status and tests)
         self.served_by_peers = 0
+
+    def close(self) -> None:
+        super().close()
+        if self._peer_client is not self._client:
+            self._peer_client.close()
 
     def _peer_url(self, peer: str, url: str) -> str | None:
         if url.startswith(self.metadata_url):
@@ -143,12 +165,13 @@ class FallbackFetcher(HttpxFetcher):
         except tuf_exc.DownloadError as exc:
             origin_error = exc
         peer_404 = False
-        for peer in self.peers()[: self.max_peers]:
+        peers = [p for p in self.peers() if not self.peer_tls or p.startswith("https://")]
+        for peer in peers[: self.max_peers]:
             peer_url = self._peer_url(peer, url)
             if peer_url is None:
                 break
             try:
-                body = super()._fetch(peer_url)
+                body = self._get(self._peer_client, peer_url)
             except tuf_exc.DownloadHTTPError as exc:
                 peer_404 = peer_404 or exc.status_code == 404
                 continue

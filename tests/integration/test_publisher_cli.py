@@ -268,3 +268,37 @@ def test_key_rotate_every_role(tmp_path: Path, role: str) -> None:
     assert json.loads(run_cli("repo", "verify", d, "--json", check=True).stdout)["ok"]
     # the old private key is retired, not left among the live ones
     assert any((d / "keys/retired").iterdir())
+
+
+def test_tls_ca_and_issue(tmp_path: Path) -> None:
+    """``tls ca`` makes a fleet CA once; ``tls issue`` makes certificates that verify against it."""
+    ca = tmp_path / "ca"
+    out = json.loads(run_cli("tls", "ca", ca, "--json", check=True).stdout)
+    assert out["ca"] == str(ca / "ca.pem")
+    assert stat.S_IMODE((ca / "ca.key").stat().st_mode) == 0o600
+    before = tree_state(ca)
+    again = run_cli("tls", "ca", ca)
+    assert again.returncode == 2
+    assert f"{ca / 'ca.pem'}: exists already" in again.stderr
+    assert tree_state(ca) == before
+    out = json.loads(
+        run_cli(
+            "tls", "issue", "node-7", "--ca", ca, "--out", tmp_path / "c", "--ip", "10.0.0.7", "--json"
+        ).stdout
+    )
+    assert out["cert"] == str(tmp_path / "c" / "node-7.pem")
+    assert stat.S_IMODE((tmp_path / "c" / "node-7.key").stat().st_mode) == 0o600
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((tmp_path / "c" / "node-7.pem").read_bytes())
+    ca_cert = x509.load_pem_x509_certificate((ca / "ca.pem").read_bytes())
+    cert.verify_directly_issued_by(ca_cert)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.7"]
+    bad = run_cli("tls", "issue", "n", "--ca", ca, "--ip", "10.0.0.999", "--out", tmp_path / "c")
+    assert bad.returncode == 2
+    assert "--ip '10.0.0.999': not an IP address" in bad.stderr
+    missing = run_cli("tls", "issue", "n", "--ca", tmp_path / "nope", "--out", tmp_path / "c")
+    assert missing.returncode == 2
+    assert f"{tmp_path / 'nope' / 'ca.pem'}: cannot read the fleet CA" in missing.stderr
+    assert not (tmp_path / "c" / "n.pem").exists()

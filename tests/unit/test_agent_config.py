@@ -19,6 +19,7 @@ from swarmupdate.agent.config import (
 )
 from swarmupdate.errors import ConfigError
 from swarmupdate.model import is_channel
+from swarmupdate.net.tls import PeerTLSConfig
 from swarmupdate.publisher.repository import validate_app_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,9 +184,10 @@ def test_example_file_shows_the_defaults(machine_id: Path) -> None:
     text = (REPO / "service" / "agent.example.toml").read_text()
     defaults = load(machine_id.parent, MINIMAL, machine_id)
     on_purpose = {"site", "origin_url", "trackers"}
-    top = text.split("\n[[app]]")[0]
+    top = text.split("\n[[app]]")[0].split("\n# [peer_tls]")[0]
     shown = re.findall(r"^#? ?([a-z_]+) = (.+?)\s*(?:#.*)?$", top, re.MULTILINE)
-    assert {key for key, _ in shown} == set(AgentConfig.__dataclass_fields__) - {"apps", "source"}
+    tables = {"apps", "source", "peer_tls"}  # [[app]] and [peer_tls] are shown as tables
+    assert {key for key, _ in shown} == set(AgentConfig.__dataclass_fields__) - tables
     for key, value in shown:
         if key in on_purpose:
             continue
@@ -299,6 +301,34 @@ def app(extra: str = "", name: str = "web", install_dir: str = "/opt/web") -> st
     return f'[[app]]\nname = "{name}"\ninstall_dir = "{install_dir}"\n{extra}\n'
 
 
+TLS = '[peer_tls]\nca = "tls/fleet-ca.pem"\ncert = "tls/agent.pem"\nkey = "tls/agent.key"\n'
+
+
+def test_peer_tls(tmp_path: Path, machine_id: Path) -> None:
+    config = load(tmp_path, MINIMAL + TLS, machine_id)
+    etc = tmp_path / "etc"
+    assert config.peer_tls == PeerTLSConfig(
+        ca=etc / "tls/fleet-ca.pem", cert=etc / "tls/agent.pem", key=etc / "tls/agent.key"
+    )
+    assert config.peer_tls.check_hostname is False
+    # peers reach a TLS agent over https; an explicit https advertise is kept
+    assert config.peer_advertise == "https://192.0.2.7:7071"
+    config = load(tmp_path, 'peer_advertise = "https://n1.example:7071"\n' + MINIMAL + TLS, machine_id)
+    assert config.peer_advertise == "https://n1.example:7071"
+    assert load(tmp_path, MINIMAL + TLS + "check_hostname = true\n", machine_id).peer_tls.check_hostname  # type: ignore[union-attr]
+    assert load(tmp_path, MINIMAL, machine_id).peer_tls is None
+
+
+def test_example_peer_tls_block_loads(machine_id: Path, tmp_path: Path) -> None:
+    text = (REPO / "service" / "agent.example.toml").read_text()
+    block = text.split("\n# [peer_tls]")[1].split("\n\n")[0]
+    uncommented = "[peer_tls]" + "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    config = load(tmp_path, MINIMAL + uncommented + "\n", machine_id)
+    assert config.peer_tls is not None
+    assert config.peer_tls.cert == Path("/etc/swarmupdate/tls/agent.pem")
+    assert not config.peer_tls.check_hostname  # the example shows the default
+
+
 BAD = [
     # (text, key, reason)
     ("", "origin_url", "required key is missing"),
@@ -387,6 +417,16 @@ BAD = [
         r"'web' is already used by app\[0\]",
     ),
     (MINIMAL + app() + app(name="api"), r"app\[1\]\.install_dir", r"/opt/web is already used by app\[0\]"),
+    (MINIMAL + "peer_tls = 5", "peer_tls", r"expected a table \(\[peer_tls\]\), got integer"),
+    (MINIMAL + '[peer_tls]\nca = "ca.pem"\nkey = "k"', r"peer_tls\.cert", "required key is missing"),
+    (MINIMAL + TLS + 'crt = "x"', r"peer_tls\.crt", "did you mean 'cert'"),
+    (MINIMAL + TLS + 'check_hostname = "yes"', r"peer_tls\.check_hostname", "expected a boolean, got string"),
+    (MINIMAL + TLS.replace("tls/fleet-ca.pem", ""), r"peer_tls\.ca", "must not be empty"),
+    (
+        'peer_advertise = "http://10.0.0.5:7071"\n' + MINIMAL + TLS,
+        "peer_advertise",
+        "must be https:// when \\[peer_tls\\] is set",
+    ),
 ]
 
 
