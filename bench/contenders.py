@@ -181,7 +181,15 @@ def publish(workdir: Path, artifact: Path, version: str, app: str = "bench") -> 
     return Published(repo, version, rel.sha256, rel.length, rel.new_chunk_bytes)
 
 
-def _agent_toml(i: int, host: Host, origin_url: str, tracker_url: str, root: Path, d: Path) -> str:
+def _agent_toml(
+    i: int, host: Host, origin_url: str, tracker_url: str, root: Path, d: Path, tls: Path | None = None
+) -> str:
+    peer_tls = ""
+    if tls is not None:  # peer mutual TLS: the fleet CA and this agent's certificate, made by _fleet_pki
+        peer_tls = (
+            f'[peer_tls]\nca = "{tls / "ca" / "ca.pem"}"\n'
+            f'cert = "{tls / f"bench-{i:03d}.pem"}"\nkey = "{tls / f"bench-{i:03d}.key"}"\n\n'
+        )
     return (
         f'node_id = "bench-{i:03d}"\n'
         f'origin_url = "{origin_url}"\n'
@@ -193,7 +201,7 @@ def _agent_toml(i: int, host: Host, origin_url: str, tracker_url: str, root: Pat
         f'peer_listen = "{host.ip}:{PEER_PORT}"\n'
         'metrics_listen = ""\n'
         'log_level = "warning"\n'
-        "\n[[app]]\n"
+        f"\n{peer_tls}[[app]]\n"
         'name = "bench"\n'
         f'install_dir = "{d / "install"}"\n'
         "keep_releases = 2\n"
@@ -209,10 +217,12 @@ def run_swarmupdate(
     timeout: float,
     prefix: str,
     then: Callable[[], Published] | None = None,
+    tls: bool = False,
 ) -> Run:
     """``n`` agents fetch ``pub``. With ``then``, that fetch is a warm-up: once every agent has installed
     ``pub``, ``then()`` publishes the next release and its distribution is measured (a delta: the chunks
-    the releases share come from each agent's own store)."""
+    the releases share come from each agent's own store). ``tls``: peers speak mutual TLS (a fleet CA
+    and one certificate per agent are made first, outside the measured time)."""
     with Testbed(prefix) as bed:
         origin, agents = _build(bed, n, caps, extra=("tracker",))
         tracker = bed.hosts["tracker"]
@@ -231,6 +241,7 @@ def run_swarmupdate(
         wait_log(origin_proc, "http://")
         wait_log(tracker_proc, "http://")
         root = pub.repo / "origin/metadata/1.root.json"
+        pki = _fleet_pki(workdir / "pki", n) if tls else None
         dirs = []
         for i, host in enumerate(agents):
             d = workdir / f"agent{i:03d}"
@@ -243,6 +254,7 @@ def run_swarmupdate(
                     f"http://{tracker.ip}:{TRACKER_PORT}",
                     root,
                     d,
+                    pki,
                 )
             )
             dirs.append(d)
@@ -301,7 +313,7 @@ def run_swarmupdate(
         s: sum(int(st.get("bytes", {}).get(s, 0)) for st in statuses) for s in ("peer", "origin", "local")
     }
     return Run(
-        "swarmupdate",
+        "swarmupdate+mtls" if tls else "swarmupdate",
         n,
         size,
         caps,
@@ -314,6 +326,16 @@ def run_swarmupdate(
         verified,
         {"agent_bytes_by_source": by_source, "new_chunk_bytes": pub.new_chunk_bytes},
     )
+
+
+def _fleet_pki(d: Path, n: int) -> Path:
+    from swarmupdate.fleetca import init_ca, issue
+
+    if not (d / "ca" / "ca.pem").exists():
+        init_ca(d / "ca")
+    for i in range(n):
+        issue(d / "ca", f"bench-{i:03d}", d)
+    return d
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -134,13 +134,22 @@ def run_scenario(
             )
             record(run, moved_share=run.rx_total / n / size, efficiency=None)  # T_min is for a whole copy
         return out
-    if "swarmupdate" in only:
+    if "swarmupdate" in only or "swarmupdate+mtls" in only:
         pub = publish(workdir / "swarm", art, "1.0")
         for n in sc.swarm_n:
-            run = run_swarmupdate(
-                workdir / f"swarm-{n}", pub, n, sc.caps, timeout=timeout_for(n, size, sc.caps), prefix=prefix
-            )
-            record(run)
+            for tls in (False, True):  # side by side: plain HTTP between peers, then mutual TLS
+                if ("swarmupdate+mtls" if tls else "swarmupdate") not in only:
+                    continue
+                run = run_swarmupdate(
+                    workdir / f"swarm-{n}{'-tls' if tls else ''}",
+                    pub,
+                    n,
+                    sc.caps,
+                    timeout=timeout_for(n, size, sc.caps),
+                    prefix=prefix,
+                    tls=tls,
+                )
+                record(run)
     for n in sc.bt_n if "bittorrent" in only else ():
         record(
             run_bittorrent(
@@ -162,7 +171,7 @@ def _fmt(x: float | None, spec: str = ".1f") -> str:
 
 def _one_line(d: dict[str, Any]) -> str:
     return (
-        f"{d['scenario']:<11} {d['contender']:<11} N={d['agents']:<3} T={_fmt(d['t_all_s'])}s "
+        f"{d['scenario']:<11} {d['contender']:<16} N={d['agents']:<3} T={_fmt(d['t_all_s'])}s "
         f"p50={_fmt(d['t_p50_s'])}s T_min={d['t_min_s']:.1f}s eff={_fmt(d['efficiency'], '.2f')} "
         f"origin={d['origin_copies']:.2f} copies cpu={_fmt(d['cpu_s_per_gb'])}s/GB "
         f"rss={d['peak_rss_agent_mb']:.0f}MB util={d['cpu_utilisation']:.0%} verified={d['verified']}"
@@ -221,7 +230,7 @@ def plot(rows: list[dict[str, Any]], scenario: str, path: Path) -> Path | None:
     if not mine:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    styles = {"swarmupdate": "o-", "bittorrent": "s-", "http": "^--"}
+    styles = {"swarmupdate": "o-", "swarmupdate+mtls": "o:", "bittorrent": "s-", "http": "^--"}
     for contender, style in styles.items():
         pts = sorted((r["agents"], r["t_all_s"]) for r in mine if r["contender"] == contender)
         if pts:

@@ -2,14 +2,16 @@
 
 Measures MB/s of chunks fetched with the agent's own PeerClient from the agent's own PeerServer
 (both real, over a real loopback socket), each chunk hashed by the receiving store writer before
-it counts. Compares write block sizes of the server (the "large writes" choice). Run:
+it counts. Compares write block sizes of the server (the "large writes" choice), and with ``--tls``
+the agent's setting over peer mutual TLS (a fleet CA made for the run). Run:
 
-    .venv/bin/python bench/peer_serve.py [--chunks 64] [--concurrency 4]
+    .venv/bin/python bench/peer_serve.py [--chunks 64] [--concurrency 4] [--tls]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -20,15 +22,19 @@ from pathlib import Path
 import anyio
 from _common import NoSwarms
 
+from swarmupdate.fleetca import init_ca, issue
 from swarmupdate.model import ChunkRef, PeerInfo
 from swarmupdate.net.httpserver import ServerLimits
 from swarmupdate.net.peer_client import PeerClient, chunk_url
 from swarmupdate.net.peer_server import PeerServer
+from swarmupdate.net.tls import PeerTLS, PeerTLSConfig
 from swarmupdate.store.disk import DiskChunkStore
 from swarmupdate.store.memory import MemoryChunkStore
 
 
-async def _run(store: DiskChunkStore, refs: list[ChunkRef], block: int, concurrency: int) -> float:
+async def _run(
+    store: DiskChunkStore, refs: list[ChunkRef], block: int, concurrency: int, tls: PeerTLS | None = None
+) -> float:
     server = PeerServer(
         self_info=PeerInfo("bench", "http://127.0.0.1:0"),
         swarms=NoSwarms(),
@@ -39,10 +45,12 @@ async def _run(store: DiskChunkStore, refs: list[ChunkRef], block: int, concurre
         limits=ServerLimits(max_header_bytes=8192, max_body_bytes=0, write_block=block),
     )
     async with anyio.create_task_group() as tg:
-        port = await tg.start(server.serve, "127.0.0.1", 0)
-        client = PeerClient()
+        port = await tg.start(
+            functools.partial(server.serve, ssl_context=tls.server if tls else None), "127.0.0.1", 0
+        )
+        client = PeerClient(tls=tls.client if tls else None)
         sink = MemoryChunkStore()
-        base = f"http://127.0.0.1:{port}"
+        base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         queue = list(refs)
         started = time.perf_counter()
 
@@ -66,8 +74,16 @@ def main() -> None:
     p.add_argument("--chunk-kib", type=int, default=1024)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--tls", action="store_true", help="also 256 KiB writes over peer mutual TLS")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        tls = None
+        if args.tls:
+            init_ca(Path(tmp) / "ca")
+            issue(Path(tmp) / "ca", "peer", Path(tmp))
+            tls = PeerTLS(
+                PeerTLSConfig(Path(tmp) / "ca/ca.pem", Path(tmp) / "peer.pem", Path(tmp) / "peer.key")
+            )
         store = DiskChunkStore(Path(tmp) / "store")
         refs = []
         for _ in range(args.chunks):
@@ -80,6 +96,9 @@ def main() -> None:
             for block in (64 * 1024, 256 * 1024, 1024 * 1024):
                 mbps = anyio.run(_run, store, refs, block, args.concurrency)
                 results.setdefault(f"{block // 1024} KiB writes", []).append(mbps)
+            if tls is not None:
+                mbps = anyio.run(_run, store, refs, 256 * 1024, args.concurrency, tls)
+                results.setdefault("256 KiB writes, mutual TLS", []).append(mbps)
         store.close()
     print(f"| server write block | MB/s of verified chunks (median of {args.repeat}) |")
     print("|---|---|")

@@ -135,6 +135,8 @@ class ServerStats:
 EVICT_AFTER = 0.5
 #: after a failed accept (out of file descriptors or memory), wait this long before the next
 ACCEPT_BACKOFF = 0.1
+#: over TLS, a write block goes to the TLS stream in pieces of at most this many bytes
+TLS_PIECE = 64 * 1024
 
 
 _REASONS = {
@@ -189,7 +191,7 @@ async def serve(
                         tls = await _handshake(stream, ssl_context, limits, pool.stats, conn.client)
                         if tls is None:
                             return
-                        conn.stream = tls
+                        conn.stream, conn.tls = tls, True
                     await conn.run()
         finally:
             pool.discard(conn)
@@ -301,6 +303,8 @@ class _Connection:
         self.scope = anyio.CancelScope()
         #: the method of the request being answered (a HEAD answer has no body)
         self.method = b""
+        #: the stream is TLS (set after the handshake)
+        self.tls = False
         #: when it began to wait for its next request; None while a request is being answered
         self.waiting_since: float | None = anyio.current_time()
         try:
@@ -497,7 +501,13 @@ class _Connection:
     async def _write(self, data: bytes | None) -> None:
         if data:
             with anyio.fail_after(self.limits.send_timeout):
-                await self.stream.send(data)
+                if not self.tls or len(data) <= TLS_PIECE:
+                    await self.stream.send(data)
+                    return
+                # TLS encrypts a whole send into memory before the socket takes any of it: a block of
+                # 1 MiB held plaintext and ciphertext at once per upload (8 uploads: +24 MB of RSS)
+                for at in range(0, len(data), TLS_PIECE):
+                    await self.stream.send(data[at : at + TLS_PIECE])
 
 
 def _content_length(event: h11.Request) -> int | None:

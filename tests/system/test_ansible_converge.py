@@ -1,7 +1,8 @@
 """A real converge of ansible/site.yml's agent play inside a booted Debian container (systemd-nspawn, see
 tests/nspawn.py), against its real systemd: the role installs the package into a venv under /opt with
-Debian's own Python, places the TUF root and agent.toml from variables, installs and starts the unit. The
-agent then installs a release from an origin on the host. A second run of the same playbook changes nothing.
+Debian's own Python, places the TUF root, the peer TLS files and agent.toml from variables, installs and
+starts the unit. The agent then installs a release from an origin on the host and serves its chunks over
+mutual TLS only. A second run of the same playbook changes nothing.
 
 Ansible runs inside the container with ``ansible_connection=local`` (ansible-core has no container
 connection, and the container has no sshd): the controller is the project's venv on the host's interpreter,
@@ -12,15 +13,19 @@ wheelhouse built on the host (``swarmupdate_wheelhouse``), as an offline fleet w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from swarmupdate.fleetca import init_ca, issue
 from tests.conftest import BIN, free_port, venv_tool
 from tests.fleet import Fleet, metric, scrape, wait_for
 from tests.nspawn import Container
@@ -73,6 +78,10 @@ def test_agent_role_converges_and_is_idempotent(
     playbook = venv_tool("ansible-playbook")
     assert fleet.origin is not None
     metrics_port, peer_port = free_port(), free_port()
+    pki = tmp_path / "pki"
+    init_ca(pki / "ca")
+    issue(pki / "ca", "ct-agent", pki, ips=["127.0.0.1"])
+    issue(pki / "ca", "checker", pki)
     host = {
         "ansible_connection": "local",
         "ansible_python_interpreter": "/usr/bin/python3",
@@ -85,6 +94,10 @@ def test_agent_role_converges_and_is_idempotent(
         "swarmupdate_agent_peer_listen": f"127.0.0.1:{peer_port}",
         "swarmupdate_agent_metrics_listen": f"127.0.0.1:{metrics_port}",
         "swarmupdate_agent_apps": [{"name": "web", "install_dir": "/var/lib/swarmupdate/apps/web"}],
+        "swarmupdate_agent_peer_tls": True,
+        "swarmupdate_agent_peer_tls_ca_src": str(pki / "ca" / "ca.pem"),
+        "swarmupdate_agent_peer_tls_cert_src": str(pki / "ct-agent.pem"),
+        "swarmupdate_agent_peer_tls_key_src": str(pki / "ct-agent.key"),
     }
     inventory = tmp_path / "inventory.yml"
     agents = {"swarmupdate_agents": {"hosts": {"ct-agent": host}}}
@@ -151,6 +164,19 @@ def test_agent_role_converges_and_is_idempotent(
         wait_for(installed, 60, "web 1.0 installed by the converged agent")
         samples = scrape(f"http://127.0.0.1:{metrics_port}")
         assert metric(samples, "swarmupdate_release_info", app="web", version="1.0") == 1
+
+        # peer mutual TLS as deployed: the key is readable by the agent's group only, and the agent serves
+        # its chunks to a fleet certificate and to nobody without one
+        key = ct.run("stat", "-c", "%a %U %G", "/etc/swarmupdate/tls/agent.key").stdout.split()
+        assert key == ["640", "root", "swarmupdate"]
+        chunk = next((fleet.repo_dir / "origin" / "chunks").glob("*/*")).name
+        url = f"https://127.0.0.1:{peer_port}/v1/chunks/{chunk}"
+        member = ssl.create_default_context(cafile=str(pki / "ca" / "ca.pem"))
+        member.load_cert_chain(pki / "checker.pem", pki / "checker.key")
+        got = httpx.get(url, verify=member, timeout=10)
+        assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == chunk
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url, verify=ssl.create_default_context(cafile=str(pki / "ca" / "ca.pem")), timeout=10)
 
         second, output = converge()
         print(f"second run: {second}")
