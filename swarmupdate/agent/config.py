@@ -98,7 +98,7 @@ class AgentConfig:
     peer_advertise: str = ""
     upload_limit: int = 0
     download_limit: int = 0
-    max_upload_slots: int = 4
+    max_upload_slots: int = 2
     origin_fallback_delay: float = 10.0
     origin_pullers: float = 1.5
     per_peer_inflight: int = 4
@@ -200,7 +200,7 @@ def parse_config(
         peer_advertise=peer_advertise,
         upload_limit=t.convert("upload_limit", "0", parse_rate),
         download_limit=t.convert("download_limit", "0", parse_rate),
-        max_upload_slots=t.integer("max_upload_slots", 4, at_least=1),
+        max_upload_slots=t.integer("max_upload_slots", 2, at_least=1),
         origin_fallback_delay=t.number("origin_fallback_delay", 10.0, at_least=0),
         origin_pullers=t.number("origin_pullers", 1.5, above=0),
         per_peer_inflight=t.integer("per_peer_inflight", 4, at_least=1),

@@ -2,7 +2,9 @@
 
 =========================================  ==========================================================
 ``GET /v1/chunks/{sha256}``                200 bytes / 404 / 429 + ``Retry-After`` when upload slots are
-                                           full; only lowercase 64-hex ids (anything else 400)
+                                           full; only lowercase 64-hex ids (anything else 400); one
+                                           accepted upload is sent at a time, the others wait their turn
+                                           before their status line
 ``GET /v1/swarms/{swarm}/bitfield``        200 raw bitfield / 404 unknown swarm; header
                                            ``X-Swarmupdate-Pulling: 3,17`` lists the chunks (manifest
                                            indexes) this agent is fetching from the origin right now
@@ -75,6 +77,9 @@ class ChunkSource(Protocol):
 
 #: an upload that sent nothing for this long may lose its slot to a waiting peer
 PREEMPT_AFTER = 2.0
+#: longest an accepted upload waits for its turn to send (seconds); then it is sent alongside: a
+#: requester on a very slow link must not wait for a status line longer than its timeout
+MAX_TURN_WAIT = 10.0
 #: the peer server writes file bodies in blocks of this size
 UPLOAD_BLOCK = 256 * 1024
 
@@ -118,6 +123,14 @@ class PeerServer:
         self.manifests_dir = manifests_dir
         self.max_upload_slots = max_upload_slots
         self.preempt_after = preempt_after
+        # One accepted upload is sent at a time, at the whole uplink; the others wait for their turn (in
+        # arrival order) before their status line. The first requester has the chunk, and can pass it
+        # on, after one chunk time instead of after as many as there are uploads sharing the uplink
+        # (see docs/architecture.md). Waiting for the turn is not a stall; an upload taken back while
+        # it waits is answered 429, as if it had come a moment later.
+        # (a semaphore, not a lock: whoever finishes an upload hands the turn on, whichever task it is)
+        self._sending = anyio.Semaphore(1)
+        self._waiting_turn: dict[Response, anyio.CancelScope] = {}
         #: the chunk responses holding an upload slot, and the address of the client of each
         self.active: dict[Response, str] = {}
         #: uploads whose slot went to another peer
@@ -170,12 +183,32 @@ class PeerServer:
             return _text(404, "no such chunk")
         response = Response(200, FileBody(path, pace=self.upload_pace))
         response.progressed = anyio.current_time()
+        self.active[response] = client
+        sending = False
 
         def done() -> None:
+            nonlocal sending
             self.active.pop(response, None)
+            if sending:
+                sending = False
+                self._sending.release()
 
+        try:
+            with anyio.move_on_after(MAX_TURN_WAIT) as wait:
+                self._waiting_turn[response] = wait
+                try:
+                    await self._sending.acquire()
+                    sending = True
+                finally:
+                    del self._waiting_turn[response]
+        except BaseException:  # the connection ended while it waited
+            done()
+            raise
+        if response not in self.active:  # its slot went to another peer while it waited
+            done()
+            return Response(429, b"upload slots full\n", {"retry-after": "1"}, "text/plain")
+        response.progressed = anyio.current_time()
         response.on_done = done
-        self.active[response] = client
         return response
 
     @property
@@ -188,11 +221,13 @@ class PeerServer:
         (that client sees a body cut short and asks elsewhere). Taken back, in this order:
 
         - the upload that has sent nothing the longest, if that is over ``preempt_after`` seconds
-          (a reader that stopped or slowed to a trickle);
+          (a reader that stopped or slowed to a trickle; not one waiting for its turn to send);
         - when ``client`` holds no slot, the upload that moved last of an address that holds more than half of
           them: one address cannot keep the others out by asking for every slot.
         """
-        stalled = min(self.active, key=lambda r: r.progressed, default=None)
+        stalled = min(
+            (r for r in self.active if r not in self._waiting_turn), key=lambda r: r.progressed, default=None
+        )
         if stalled is not None and anyio.current_time() - stalled.progressed >= self.preempt_after:
             return self._take_back(stalled)
         held = Counter(self.active.values())
@@ -206,6 +241,10 @@ class PeerServer:
     def _take_back(self, response: Response) -> bool:
         self.active.pop(response, None)
         self.preempted += 1
+        waiting = self._waiting_turn.get(response)
+        if waiting is not None:  # it has sent nothing, not even its status line: it gets a 429
+            waiting.cancel()
+            return True
         if response.abort is not None:
             response.abort()
         return True

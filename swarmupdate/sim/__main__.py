@@ -16,13 +16,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--agents", type=int, default=100, help="honest agents (default 100)")
     p.add_argument("--size-mb", type=float, default=64, help="artifact size in MiB (default 64)")
     p.add_argument("--chunks", type=int, default=0, help="number of chunks (default: one per MiB)")
+    p.add_argument(
+        "--cdc",
+        type=int,
+        metavar="SEED",
+        default=None,
+        help="cut the chunks as the publisher would (FastCDC) from random bytes of this seed, instead of "
+        "equal parts (the testbed's artifact is seed 1)",
+    )
     p.add_argument("--up-mbit", type=float, default=100, help="each agent's uplink, Mbit/s (default 100)")
     p.add_argument("--down-mbit", type=float, default=1000, help="each agent's downlink (default 1000)")
     p.add_argument("--origin-up-mbit", type=float, default=1000, help="origin uplink, Mbit/s (default 1000)")
     p.add_argument("--latency-ms", type=float, default=10, help="one-way latency (default 10)")
     p.add_argument("--adversaries", type=float, default=0, help="fraction of the swarm serving garbage")
     p.add_argument("--jitter", type=float, default=0, help="agents start within this many seconds")
-    p.add_argument("--upload-slots", type=int, default=4, help="concurrent uploads per agent (default 4)")
+    p.add_argument("--upload-slots", type=int, default=2, help="uploads an agent accepts at once (default 2)")
+    p.add_argument(
+        "--shared-uploads",
+        action="store_true",
+        help="accepted uploads share the agent's uplink (default: sent one at a time, as the agent does)",
+    )
     p.add_argument("--fallback-delay", type=float, default=10.0, help="origin fallback delay, seconds")
     p.add_argument("--origin-pullers", type=float, default=1.5, help="k, origin pullers per chunk")
     p.add_argument(
@@ -35,10 +48,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def cdc_sizes(size: int, seed: int) -> tuple[int, ...]:
+    """The chunk lengths the publisher's chunker cuts from ``size`` random bytes of ``seed``."""
+    import io
+    import random
+
+    from swarmupdate.chunker import chunk_stream
+
+    data = random.Random(seed).randbytes(size)
+    return tuple(c.length for c in chunk_stream(io.BytesIO(data)).chunks)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     size = int(args.size_mb * MIB)
     chunks = args.chunks or max(1, round(args.size_mb))
+    sizes: tuple[int, ...] = ()
+    if args.cdc is not None:
+        sizes = cdc_sizes(size, args.cdc)
+        chunks = len(sizes)
     if not 0 <= args.adversaries < 1:
         print("--adversaries must be a fraction in [0, 1)", file=sys.stderr)
         return 2
@@ -48,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             agents=args.agents,
             size=size,
             chunks=chunks,
+            chunk_sizes=sizes,
             up=args.up_mbit * MBIT,
             down=args.down_mbit * MBIT,
             origin_up=args.origin_up_mbit * MBIT,
@@ -55,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             adversaries=adversaries,
             start_jitter=args.jitter,
             upload_slots=args.upload_slots,
+            serial_uploads=not args.shared_uploads,
             download=DownloadConfig(
                 origin_fallback_delay=args.fallback_delay,
                 origin_pullers=args.origin_pullers,

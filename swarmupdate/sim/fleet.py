@@ -13,10 +13,12 @@ messages and flows, and their outcomes back into events.
   size (all agents) is known from the start. Announces are counted per second (tracker load).
 - Peer hints: a bitfield request names the requester, and the answering agent adds it to its view of
   the swarm (as the real peer server does), up to ``max_known_peers`` peers.
-- Chunk request: reaches the server after one latency. The origin always serves. An agent serves a chunk
-  it holds when fewer than ``upload_slots`` uploads are running, answers 429 with ``busy_retry_after``
-  otherwise, and 404 for a chunk it lacks. The answer or the last byte reaches the requester one latency
-  after it leaves.
+- Chunk request: reaches the server after one latency. The origin always serves, sharing its uplink among
+  every request. An agent serves a chunk it holds when fewer than ``upload_slots`` uploads are accepted,
+  answers 429 with ``busy_retry_after`` otherwise, and 404 for a chunk it lacks. As the real peer server,
+  it sends one accepted upload at a time at its whole uplink, the others waiting in arrival order
+  (``serial_uploads``; otherwise they all share the uplink). The answer or the last byte reaches the
+  requester one latency after it leaves.
 - Bitfield request: answered with the peer's state one round trip later.
 - Adversaries announce at once, claim every chunk and serve garbage under the same slot limit; the
   requester sees ``ChunkFailed(kind="corrupt")`` after the whole transfer.
@@ -70,6 +72,8 @@ class SimConfig:
     agents: int = 100
     size: int = 64 * MIB
     chunks: int = 64
+    #: the chunks' lengths (they then set ``size`` and ``chunks``); empty: ``chunks`` equal parts
+    chunk_sizes: tuple[int, ...] = ()
     #: every agent's uplink and downlink
     up: float = 100 * MBIT
     down: float = 1000 * MBIT
@@ -80,7 +84,11 @@ class SimConfig:
     adversaries: int = 0
     #: agents start uniformly at random in [0, start_jitter]
     start_jitter: float = 0.0
-    upload_slots: int = 4
+    #: uploads an agent accepts at once (the agent's max_upload_slots)
+    upload_slots: int = 2
+    #: an agent sends its accepted uploads one at a time, the others waiting in arrival order (as the
+    #: real peer server); False: they all share its uplink
+    serial_uploads: bool = True
     busy_retry_after: float = 1.0
     tracker_peers: int = 50
     #: the real agent announces every min(tracker interval, 10 s) while downloading, and every tracker
@@ -99,6 +107,12 @@ class SimConfig:
     time_limit: float = 3600.0
 
     def __post_init__(self) -> None:
+        if self.chunk_sizes and (
+            min(self.chunk_sizes) < 1
+            or len(self.chunk_sizes) != self.chunks
+            or sum(self.chunk_sizes) != self.size
+        ):
+            raise ValueError("chunk_sizes: positive lengths, as many as chunks, adding up to size")
         if self.agents < 1 or self.chunks < 1 or self.size < self.chunks:
             raise ValueError("need at least one agent, one chunk and one byte per chunk")
         if self.upload_slots < 1 or self.tracker_peers < 1 or self.max_known_peers < 1:
@@ -125,6 +139,8 @@ class _Agent:
         "snap",
         "snap_count",
         "start",
+        "upload_active",
+        "upload_waiting",
         "uploads",
     )
 
@@ -140,6 +156,9 @@ class _Agent:
         self.poll_token = 0
         self.requests: dict[tuple[int, str | None], _Request] = {}
         self.uploads = 0
+        #: with SimConfig.serial_uploads: the upload being sent, and the accepted ones waiting their turn
+        self.upload_active: _Request | None = None
+        self.upload_waiting: list[_Request] = []
         self.snap: Bitfield | None = None
         self.snap_count = -1
         self.banned: list[str] = []
@@ -169,12 +188,10 @@ class Simulator:
         self._queue = EventQueue()
         self._net = Network(self._queue)
         base, extra = divmod(config.size, config.chunks)
+        lengths = config.chunk_sizes or tuple(base + (1 if i < extra else 0) for i in range(config.chunks))
         self.chunks = tuple(
-            ChunkRef(
-                hashlib.sha256(f"sim-{config.seed}-{i}".encode()).hexdigest(),
-                base + (1 if i < extra else 0),
-            )
-            for i in range(config.chunks)
+            ChunkRef(hashlib.sha256(f"sim-{config.seed}-{i}".encode()).hexdigest(), length)
+            for i, length in enumerate(lengths)
         )
         n = len(self.chunks)
         self._full = Bitfield.full(n)
@@ -376,14 +393,21 @@ class Simulator:
         if request is None:
             return
         request.cancelled = True
+        src = request.src
+        if src is not None and request in src.upload_waiting:  # accepted, not started: nothing sent
+            src.upload_waiting.remove(request)
+            src.uploads -= 1
+            return
         flow = request.flow
         if flow is not None and flow.token != -1:  # still running
             sent = self._net.cancel(flow)
             self.bytes_by_source["cancelled"] += sent
-            if request.src is None:
+            if src is None:
                 self.origin_sent += sent
             else:
-                request.src.uploads -= 1
+                src.uploads -= 1
+                if src.upload_active is request:
+                    self._next_upload(src)
 
     # --- servers ------------------------------------------------------------------------------------
 
@@ -403,7 +427,21 @@ class Simulator:
             self._answer(request, "busy", self.config.busy_retry_after)
             return
         src.uploads += 1
-        request.flow = self._net.start(src.host, dst, size, request, self._sent)
+        if not self.config.serial_uploads:
+            request.flow = self._net.start(src.host, dst, size, request, self._sent)
+        elif src.upload_active is None:
+            src.upload_active = request
+            request.flow = self._net.start(src.host, dst, size, request, self._sent)
+        else:
+            src.upload_waiting.append(request)
+
+    def _next_upload(self, src: _Agent) -> None:
+        """The upload being sent ended: send the next one waiting, if any."""
+        src.upload_active = None
+        if src.upload_waiting:
+            request = src.upload_active = src.upload_waiting.pop(0)
+            size = self.chunks[request.index].length
+            request.flow = self._net.start(src.host, request.agent.host, size, request, self._sent)
 
     def _answer(self, request: _Request, kind: FailureKind, retry_after: float | None) -> None:
         self._queue.push(self._queue.now + self.config.latency, self._failed, request, kind, retry_after)
@@ -415,6 +453,8 @@ class Simulator:
             self.origin_sent += flow.size
         else:
             src.uploads -= 1
+            if src.upload_active is request:
+                self._next_upload(src)
         self._queue.push(self._queue.now + self.config.latency, self._arrived, request)
 
     def _arrived(self, request: _Request) -> None:

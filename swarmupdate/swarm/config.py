@@ -17,11 +17,17 @@ class DownloadConfig:
     per_peer_inflight: int = 4
     #: global cap over peers + origin
     max_inflight: int = 16
-    #: requests in flight to the origin
-    origin_max_inflight: int = 4
+    #: requests in flight to the origin (one: an owner's next chunk would only share the origin's
+    #: uplink with its previous one, and both would reach the swarm later)
+    origin_max_inflight: int = 1
     #: chunks on their way from the origin to the swarm, fleet-wide, ahead of a designated pull
-    #: (see Download._origin_pipeline)
-    origin_window: int = 8
+    #: (see Download._origin_pipeline), while the origin's rate is not known
+    origin_window: int = 4
+    #: once this agent has measured the origin's rate, the window holds what the origin sends in this
+    #: many seconds (in mean-sized chunks), at most origin_window_max chunks (and never fewer than
+    #: origin_window); 0 keeps it at origin_window
+    origin_lead: float = 1.0
+    origin_window_max: int = 16
     #: an agent waits this long before its first origin pull, to learn the peers that joined with it
     #: (and so who pulls what): agents started together each see an empty swarm at first
     origin_start_delay: float = 1.0
@@ -57,6 +63,7 @@ class DownloadConfig:
             "max_inflight",
             "origin_max_inflight",
             "origin_window",
+            "origin_window_max",
             "origin_puller_count",
             "endgame_duplicates",
         ):
@@ -67,6 +74,8 @@ class DownloadConfig:
                 raise ValueError(f"DownloadConfig.{name} must be >= 1")
         if not self.origin_pullers > 0:
             raise ValueError("DownloadConfig.origin_pullers must be > 0")
+        if not self.origin_lead >= 0:
+            raise ValueError("DownloadConfig.origin_lead must be >= 0")
         if not self.bitfield_interval > 0:
             raise ValueError("DownloadConfig.bitfield_interval must be > 0")
         if self.origin_fallback_delay < 0 or self.busy_backoff < 0 or self.origin_start_delay < 0:

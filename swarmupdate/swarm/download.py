@@ -10,8 +10,8 @@ Each step, after applying the event:
    puller of the swarm that ranks first for the chunk, :mod:`swarmupdate.swarm.policy`) or when it is
    alone in its swarm; otherwise after the wait of its rank (:func:`~swarmupdate.swarm.policy.fallback_wait`,
    at least ``origin_fallback_delay``). The owners of the chunks pull them in one order shared by the
-   whole fleet, with at most ``origin_window`` chunks on their way from the origin at once (see
-   ``_origin_pipeline``), and nobody pulls before ``origin_start_delay``. A fallback wait
+   whole fleet (:func:`~swarmupdate.swarm.policy.origin_order`), with a few chunks on their way from the
+   origin at once (see ``_origin_pipeline``), and nobody pulls before ``origin_start_delay``. A fallback wait
    counts from when the chunk's turn in that order came and it was held by no live peer: making
    progress on other chunks does not postpone a chunk nobody has, and losing the only holder restarts
    the clock instead of sending everyone to the origin at once.
@@ -53,7 +53,7 @@ from swarmupdate.swarm.events import (
 )
 from swarmupdate.swarm.peers import BAN_AFTER_STRIKES, PeerState, PeerTable
 from swarmupdate.swarm.picker import Availability, MaskCodec, random_priorities, rarest_first
-from swarmupdate.swarm.policy import chunk_owner, fallback_wait, peer_chunk_hash, pullers
+from swarmupdate.swarm.policy import chunk_owner, fallback_wait, origin_order, peer_chunk_hash, pullers
 
 __all__ = [
     "Action",
@@ -156,6 +156,12 @@ class Download:
         #: the longest an origin chunk took to arrive lately (0 until one arrives): how busy the origin is
         self._origin_time = 0.0
         self._last_origin_done = -math.inf
+        #: the origin's rate in bytes/s as this agent measured it (0 until one of its origin chunks
+        #: arrived), and per origin request in flight how many chunks were coming from the origin
+        #: when it was sent, itself included (the origin shares its uplink among them)
+        self._origin_rate = 0.0
+        self._origin_sharing: dict[int, int] = {}
+        self._mean_chunk = max(1.0, sum(c.length for c in self._chunks) / max(n, 1))
         self._origin_backoff_until = -math.inf
         self._origin_failures = 0
         # How many requests to peers may be in flight. When the swarm's upload slots are full (429s),
@@ -173,10 +179,9 @@ class Download:
         self._wait_cache: dict[int, tuple[int, float]] = {}
         #: no origin pull before this: time to learn who else is pulling (see _origin_pipeline)
         self._origin_start = now + config.origin_start_delay
-        #: every agent's order of origin pulls: by digest (see _origin_pipeline)
-        by_digest = sorted(range(n), key=lambda i: self._chunks[i].sha256)
+        #: every agent's order of origin pulls (see _origin_pipeline)
         self._origin_order = [0] * n
-        for pos, i in enumerate(by_digest):
+        for pos, i in enumerate(origin_order(self._chunks)):
             self._origin_order[i] = pos
         self._owned_cache: tuple[int, int] | None = None
         #: when each chunk's turn in the origin pipeline came (see _origin_pipeline)
@@ -335,6 +340,7 @@ class Download:
     def _on_arrived(self, event: ChunkArrived, now: float, actions: list[Action]) -> None:
         index, source = event.index, event.peer_id
         self._check_index(index)
+        sharing = self._origin_sharing.get(index, 1) if source is None else 1
         if self._forget(index, source) is not None:
             # typical time of one chunk, for the endgame's patience
             self._chunk_time = (
@@ -344,6 +350,9 @@ class Download:
                 self._origin_failures = 0
                 self._origin_time = max(event.seconds, ORIGIN_TIME_DECAY * self._origin_time)
                 self._last_origin_done = now
+                # the origin sent this chunk while sharing its uplink among about that many
+                sample = sharing * event.nbytes / max(event.seconds, 1e-6)
+                self._origin_rate = 0.5 * (self._origin_rate + sample) if self._origin_rate else sample
             else:
                 state = self._peers.get(source)
                 if state is not None and state.status == "live":
@@ -517,6 +526,7 @@ class Download:
         settle = -math.inf if lonely else self._settle_until(now)
         claimed = 0 if lonely else self._claimed()
         ahead = None if lonely else self._origin_pipeline(claimed)
+        window = self._origin_window()
         for i in self._codec.indexes(candidates):
             if lonely:
                 at = now
@@ -528,7 +538,7 @@ class Download:
                     # claims and never delivers delays the chunk by CLAIM_PATIENCE fallback delays at most.
                     wait = max(wait, CLAIM_PATIENCE * self._config.origin_fallback_delay)
                 at = max(unseen_since[i] + wait, settle, busy if wait > 0 else -math.inf)
-                if ahead is not None and ahead(i) >= self._config.origin_window:
+                if ahead is not None and ahead(i) >= window:
                     continue  # the fleet's origin pipeline is full: an arrival or a view change reopens it
                 # a fallback waits from when the chunk's turn came, not from the start
                 turn = self._origin_turn.setdefault(i, now)
@@ -699,17 +709,33 @@ class Download:
         order; a chunk "ahead" of chunk ``i`` comes before it, no live peer holds it yet, and this
         agent or a known live peer owns it or says it is fetching it. The origin shares its uplink
         among every request in flight, so when the whole fleet asked at once, every chunk would
-        arrive at the very end and nothing could be passed on before: keeping only ``origin_window``
-        chunks ahead makes the origin send them one after another, each passed on while the next
-        one comes.
+        arrive at the very end and nothing could be passed on before: keeping only a few chunks
+        ahead (:meth:`_origin_window`) makes the origin send them one after another, each passed on
+        while the next one comes.
         """
         on_their_way = self._missing & ~self._avail.visible & (self._owned_by_peers() | claimed)
         blocking = on_their_way | self._origin_mask
-        if blocking.bit_count() < self._config.origin_window:
+        if blocking.bit_count() < self._origin_window():
             return None
         order = self._origin_order
         ahead = sorted(order[j] for j in self._codec.indexes(blocking))
         return lambda i: bisect.bisect_left(ahead, order[i])
+
+    def _origin_window(self) -> int:
+        """How many chunks may be on their way from the origin ahead of a designated pull.
+
+        Agents learn that a chunk reached the swarm from the next bitfield poll, so the window must
+        cover what the origin sends meanwhile, or it idles; every chunk more in the window is one more
+        sharing the origin's uplink, and each of them reaches the swarm that much later. A slow origin
+        (20 Mbit/s: a 1 MiB chunk takes 0.4 s) wants ``origin_window`` (4), a fast one (1 Gbit/s: 8 ms)
+        what it sends in ``origin_lead`` seconds: once this agent has measured the origin's rate, the
+        window grows to that, up to ``origin_window_max``.
+        """
+        cfg = self._config
+        if cfg.origin_lead <= 0 or not self._origin_rate:
+            return cfg.origin_window
+        fits = int(self._origin_rate * cfg.origin_lead / self._mean_chunk)
+        return max(cfg.origin_window, min(cfg.origin_window_max, fits))
 
     def _owned_by_peers(self) -> int:
         """The missing chunks that a known live peer, not this agent, pulls from the origin."""
@@ -774,6 +800,7 @@ class Download:
         if source is None:
             self._origin_inflight += 1
             self._origin_mask |= self._codec.bit[index]
+            self._origin_sharing[index] = (self._claimed() | self._origin_mask).bit_count()
         else:
             state = self._peers.get(source)
             assert state is not None
@@ -793,6 +820,7 @@ class Download:
         if source is None:
             self._origin_inflight -= 1
             self._origin_mask &= ~self._codec.bit[index]
+            self._origin_sharing.pop(index, None)
         else:
             state = self._peers.get(source)
             if state is not None:

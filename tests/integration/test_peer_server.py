@@ -160,6 +160,21 @@ def test_slow_clients_are_cut_and_others_served(peer: tuple[str, PeerServer, str
             s.close()
 
 
+def test_accepted_uploads_are_sent_one_after_another(peer: tuple[str, PeerServer, str]) -> None:
+    url, server, sha = peer
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        bodies = list(pool.map(lambda _: httpx.get(f"{url}/v1/chunks/{sha}").content, range(2)))
+    assert all(hashlib.sha256(b).hexdigest() == sha for b in bodies)
+    deadline = time.monotonic() + 5
+    while server.uploads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.uploads == 0
+    assert server._sending.value == 1, "the sending turn is handed back after each upload"
+    assert hashlib.sha256(httpx.get(f"{url}/v1/chunks/{sha}").content).hexdigest() == sha
+
+
 def test_upload_slots_give_429(peer: tuple[str, PeerServer, str]) -> None:
     url, server, sha = peer
     # as if two uploads were in progress and moving (a block just went out): nobody to preempt
@@ -205,6 +220,59 @@ def big(tmp_path: Path) -> Iterator[tuple[str, PeerServer, str]]:
         future, port = portal.start_task(server.serve, "127.0.0.1", 0)
         yield f"http://127.0.0.1:{port}", server, sha
         future.cancel()
+
+
+@pytest.fixture
+def turns(tmp_path: Path) -> Iterator[tuple[str, PeerServer, str, anyio.from_thread.BlockingPortal]]:
+    """Two upload slots, one large chunk, no taking back of stalled uploads."""
+    store = DiskChunkStore(tmp_path / "store")
+    data = bytes(range(256)) * (BIG // 256)
+    sha = hashlib.sha256(data).hexdigest()
+    store.put(ChunkRef(sha, len(data)), data)
+    (tmp_path / "md").mkdir()
+    server = PeerServer(
+        self_info=PeerInfo("me", "http://127.0.0.1:0", "site-a"),
+        swarms=Directory(),
+        store=store,
+        metadata_dir=tmp_path / "md",
+        manifests_dir=tmp_path,
+        max_upload_slots=2,
+        preempt_after=60.0,
+        limits=ServerLimits(max_header_bytes=8192, max_body_bytes=0, max_connections=8, send_timeout=2.0),
+    )
+    with anyio.from_thread.start_blocking_portal() as portal:
+        future, port = portal.start_task(server.serve, "127.0.0.1", 0)
+        yield f"http://127.0.0.1:{port}", server, sha, portal
+        future.cancel()
+
+
+def test_an_accepted_upload_waits_for_its_turn_and_a_429_if_taken_back(
+    turns: tuple[str, PeerServer, str, anyio.from_thread.BlockingPortal],
+) -> None:
+    url, server, sha, portal = turns
+    sender = _stop_reading(url, sha)  # has the turn, and keeps it while its reader is stuck
+    waiter = _stop_reading(url, sha)
+    try:
+        deadline = time.monotonic() + 5
+        while (server.uploads < 2 or not server._waiting_turn) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.uploads == 2 and len(server._waiting_turn) == 1
+        waiter.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            waiter.recv(1)  # not even a status line before its turn
+        assert httpx.get(f"{url}/v1/chunks/{sha}", timeout=5).status_code == 429  # slots full
+        # its slot goes to another peer while it waits: it hears 429, not a body cut short
+        portal.call(server._take_back, next(iter(server._waiting_turn)))
+        waiter.settimeout(5)
+        assert waiter.recv(12) == b"HTTP/1.1 429"
+        assert server.uploads == 1
+    finally:
+        sender.close()
+        waiter.close()
+    # the stuck sender's connection ends (send timeout): its turn is handed on
+    r = httpx.get(f"{url}/v1/chunks/{sha}", timeout=10)
+    assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == sha
+    assert server._sending.value == 1
 
 
 def _stop_reading(url: str, sha: str) -> socket.socket:

@@ -60,7 +60,7 @@ def test_defaults(tmp_path: Path, machine_id: Path) -> None:
     assert config.trackers == config.static_peers == ()
     assert (config.poll_interval, config.poll_jitter) == (300.0, 0.1)
     assert config.peer_listen == HostPort("0.0.0.0", 7071)
-    assert (config.upload_limit, config.download_limit, config.max_upload_slots) == (0, 0, 4)
+    assert (config.upload_limit, config.download_limit, config.max_upload_slots) == (0, 0, 2)
     assert (config.origin_fallback_delay, config.origin_pullers) == (10.0, 1.5)
     assert (config.per_peer_inflight, config.max_inflight) == (4, 16)
     assert (config.connect_timeout, config.request_timeout) == (2.0, 30.0)

@@ -84,6 +84,21 @@ def test_a_small_fleet_pulls_one_copy_from_the_origin() -> None:
     assert r.origin_copies == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("serial", [True, False])
+def test_uploads_sent_in_turn_or_sharing_the_uplink_both_complete(serial: bool) -> None:
+    cfg = SimConfig(agents=12, size=8 * MIB, chunks=8, start_jitter=1.0, seed=3, serial_uploads=serial)
+    r = simulate(cfg)
+    assert r.all_complete and r.origin_copies == pytest.approx(1.0)
+
+
+def test_chunk_sizes_set_the_chunks() -> None:
+    sizes = (3 * MIB, MIB // 2, MIB // 2, 4 * MIB)
+    r = simulate(SimConfig(agents=6, size=sum(sizes), chunks=4, chunk_sizes=sizes, seed=2))
+    assert r.all_complete and r.origin_bytes == sum(sizes)
+    with pytest.raises(ValueError):
+        SimConfig(agents=6, size=sum(sizes), chunks=3, chunk_sizes=sizes)
+
+
 def test_runs_are_deterministic() -> None:
     cfg = SimConfig(agents=12, size=8 * MIB, chunks=8, start_jitter=2.0, seed=11)
     a, b = simulate(cfg), simulate(cfg)

@@ -30,7 +30,14 @@ from swarmupdate.swarm.download import (
     RequestChunk,
     SwarmSize,
 )
-from swarmupdate.swarm.policy import chunk_owner, fallback_wait, origin_rank, peer_chunk_hash, pullers
+from swarmupdate.swarm.policy import (
+    chunk_owner,
+    fallback_wait,
+    origin_order,
+    origin_rank,
+    peer_chunk_hash,
+    pullers,
+)
 
 MIB = 1 << 20
 
@@ -543,7 +550,9 @@ def test_the_owner_pulls_after_the_start_delay_others_wait() -> None:
 
 def test_origin_waits_for_the_bitfields_of_peers_just_seen_but_not_for_long() -> None:
     refs = chunks(16)
-    cfg = DownloadConfig(bitfield_interval=1.0, origin_window=16, origin_start_delay=0.5)
+    cfg = DownloadConfig(
+        bitfield_interval=1.0, origin_window=16, origin_max_inflight=4, origin_start_delay=0.5
+    )
     dl = Download(refs, (), "late", cfg, now=0.0)
     # the tracker's answer, fed one event at a time as an I/O layer might: no decision before the
     # peers have said what they hold
@@ -613,6 +622,38 @@ def test_the_owners_pull_in_one_fleet_wide_order_a_few_chunks_at_a_time() -> Non
     held = [i for i in order[:10] if i in theirs]
     got = requests(dl.handle(BitfieldUpdate(other, Bitfield(40, held)), 1.0))
     assert all(src is None or i in held for i, src in got)
+
+
+def test_the_origin_window_grows_to_what_a_fast_origin_sends_in_the_lead_time() -> None:
+    refs = chunks(60)
+    pos = {i: p for p, i in enumerate(origin_order(refs))}
+    cfg = DownloadConfig(origin_max_inflight=60, max_inflight=60, origin_start_delay=0)
+    assert (cfg.origin_window, cfg.origin_lead, cfg.origin_window_max) == (4, 1.0, 16)
+    me, other = "n0", "n1"
+    mine = owned(refs, me, [other])
+    theirs = set(range(60)) - mine
+
+    def free(window: int, inflight: set[int]) -> set[int]:
+        """My chunks with fewer than ``window`` chunks ahead on their way (theirs, or mine in flight)."""
+        return {i for i in mine if sum(pos[j] < pos[i] for j in theirs | inflight) < window}
+
+    def start() -> tuple[Download, set[int]]:
+        dl = Download(refs, (), me, cfg, now=0.0)
+        events = [SwarmSize(2), PeerSeen(peer(other)), BitfieldUpdate(other, Bitfield(60))]
+        return dl, {i for i, _ in requests(dl.handle_all(events, 0.0))}
+
+    # the origin's rate is not known yet: four chunks on their way at most
+    dl, first = start()
+    assert first == free(4, set())
+    # one came alone from the origin, 1 MiB in 0.1 s: ten chunks a second, ten in the lead time of 1 s
+    index = min(first, key=pos.__getitem__)
+    got = {i for i, _ in requests(dl.handle(ChunkArrived(index, None, MIB, 0.1), 0.1))}
+    assert got == free(10, first - {index}) - first
+    assert got, "pick other names"
+    # a slow origin (1 MiB in 2 s) keeps the window at four
+    dl, _ = start()
+    got = {i for i, _ in requests(dl.handle(ChunkArrived(index, None, MIB, 2.0), 2.0))}
+    assert got == free(4, first - {index}) - first
 
 
 def test_a_chunk_its_owner_does_not_bring_is_pulled_after_the_fallback_wait() -> None:
@@ -856,7 +897,9 @@ def test_fallback_waits_while_the_origin_is_slow_for_this_agent_too() -> None:
 
 def test_a_chunk_a_peer_says_it_is_pulling_is_left_to_it() -> None:
     refs = chunks(2)
-    cfg = DownloadConfig(origin_start_delay=0, origin_fallback_delay=10.0, origin_window=8)
+    cfg = DownloadConfig(
+        origin_start_delay=0, origin_fallback_delay=10.0, origin_window=8, origin_max_inflight=2
+    )
     other = "n1"
     me = next(f"m{k}" for k in range(100) if owned(refs, f"m{k}", [other]))
     index = min(owned(refs, me, [other]))

@@ -19,7 +19,15 @@ from swarmupdate.swarm.download import (
     RequestChunk,
     SwarmSize,
 )
-from swarmupdate.swarm.policy import chunk_owner, fallback_wait, origin_rank, peer_chunk_hash, pullers
+from swarmupdate.swarm.policy import (
+    ORIGIN_OPENERS,
+    chunk_owner,
+    fallback_wait,
+    origin_order,
+    origin_rank,
+    peer_chunk_hash,
+    pullers,
+)
 
 SWARM = "ab" * 32
 
@@ -89,3 +97,18 @@ def test_rank_and_fallback_wait() -> None:
     r = origin_rank(sha(3), "p", 100, 1.5)
     assert r == pytest.approx(peer_chunk_hash(sha(3), "p") * 100 / 1.5)
     assert origin_rank(sha(3), "p", 100, 0) == float("inf")
+
+
+def test_origin_order_opens_with_the_smallest_then_goes_from_the_largest_down() -> None:
+    lengths = [700, 300, 3200, 1200, 500, 1200, 2900, 400]
+    refs = [ChunkRef(sha(i), n) for i, n in enumerate(lengths)]
+    order = origin_order(refs)
+    assert sorted(order) == list(range(len(refs)))
+    assert ORIGIN_OPENERS == 2 and order[:2] == [1, 7]  # 300, 400
+    rest = [lengths[i] for i in order[2:]]
+    assert rest == sorted(rest, reverse=True) and rest[-1] == 500  # the release ends on a small chunk
+    # equal lengths go by digest, so every agent has the same order, whatever the manifest order
+    ties = [i for i in order if lengths[i] == 1200]
+    assert ties == sorted((3, 5), key=lambda i: refs[i].sha256)
+    rev = refs[::-1]
+    assert [rev[i] for i in origin_order(rev)] == [refs[i] for i in order]
