@@ -165,6 +165,11 @@ class Node:
         self.ses = lt.session(session_settings(self.listen, *limits))
         self.ses.set_peer_class_filter(everyone_in_global_class())
         self._wait_listening()
+        if args.go is not None:  # a running client, then the release: the torrent comes at the signal
+            (args.go.parent / f"{self.listen[0]}.ready").touch()
+            while not args.go.exists():
+                time.sleep(0.01)
+            self.started_at = time.time()
         atp = lt.add_torrent_params()
         atp.ti = info
         atp.save_path = str(args.dir)
@@ -271,6 +276,11 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--upload-limit", type=int, default=0, metavar="BYTES_PER_S", help="0 = none")
         sp.add_argument("--download-limit", type=int, default=0, metavar="BYTES_PER_S", help="0 = none")
         sp.add_argument("--unchoke-slots", type=int, default=8, help="libtorrent's default: 8")
+        sp.add_argument(
+            "--go",
+            type=Path,
+            help="once listening, touch DIR/<ip>.ready next to this file, and add the torrent when it exists",
+        )
         if name == "leech":
             sp.add_argument("--peers", required=True, metavar="IP:PORT,...")
         else:

@@ -167,6 +167,18 @@ class Published:
     new_chunk_bytes: int
 
 
+def init_repo(workdir: Path, app: str = "bench") -> Published:
+    """A repository with ``app`` and no release yet (for warm runs)."""
+    from swarmupdate.publisher.repository import Repository
+
+    repo = workdir / "repo"
+    Repository.init(repo)
+    r = Repository(repo)
+    r.add_app(app, r.keys.generate(f"app-{app}"))
+    r.commit()
+    return Published(repo, "", "", 0, 0)
+
+
 def publish(workdir: Path, artifact: Path, version: str, app: str = "bench") -> Published:
     from swarmupdate.publisher.release import add_release
     from swarmupdate.publisher.repository import Repository
@@ -218,11 +230,14 @@ def run_swarmupdate(
     prefix: str,
     then: Callable[[], Published] | None = None,
     tls: bool = False,
+    warm: bool = False,
 ) -> Run:
     """``n`` agents fetch ``pub``. With ``then``, that fetch is a warm-up: once every agent has installed
     ``pub``, ``then()`` publishes the next release and its distribution is measured (a delta: the chunks
     the releases share come from each agent's own store). ``tls``: peers speak mutual TLS (a fleet CA
-    and one certificate per agent are made first, outside the measured time)."""
+    and one certificate per agent are made first, outside the measured time). ``warm`` (with ``then``):
+    ``pub`` is a repository without the release; the agents run first, and the clock starts when
+    ``then()`` has published the release and every agent is told to poll (a release to a running fleet)."""
     with Testbed(prefix) as bed:
         origin, agents = _build(bed, n, caps, extra=("tracker",))
         tracker = bed.hosts["tracker"]
@@ -274,7 +289,19 @@ def run_swarmupdate(
             ]
 
         procs: list[Process] = []
-        if then is not None:
+        if warm:
+            assert then is not None
+            procs = start()
+            deadline = time.monotonic() + 60
+            while not all((d / "state/status.json").exists() for d in dirs):
+                if time.monotonic() > deadline or not all(p.alive() for p in procs):
+                    raise TestbedError("agents not running within 60 s")
+                time.sleep(0.05)
+            time.sleep(
+                2.0
+            )  # a fleet-swarm announce round: the agents know each other, as a running fleet does
+            pub = then()
+        elif then is not None:
             procs = start()
             warm = _poll_until(
                 agents,
@@ -423,10 +450,13 @@ def run_bittorrent(
     timeout: float,
     prefix: str,
     old: Path | None = None,
+    warm: bool = False,
 ) -> Run:
     """libtorrent: a seeder on the origin host, a leecher per host connected to the seeder and to every
     other leecher. With ``old``, each leecher starts with the old artifact in place under the new name,
-    so libtorrent rechecks it and fetches only the pieces that differ (its best case for a delta)."""
+    so libtorrent rechecks it and fetches only the pieces that differ (its best case for a delta).
+    ``warm``: the clients run first, and the clock starts when the torrent is handed to all of them
+    (the release comes to a running fleet, as it does for swarmupdate with ``warm``)."""
     size = artifact.stat().st_size
     expected = sha256_file(artifact)
     btnode = [PY, str(HERE / "btnode.py")]
@@ -475,6 +505,9 @@ def run_bittorrent(
             (d / artifact.name).unlink(missing_ok=True)
             if old is not None:
                 shutil.copyfile(old, d / artifact.name)
+        go = bt / "go" / "go"
+        shutil.rmtree(go.parent, ignore_errors=True)
+        go.parent.mkdir()
         tx0, rx0 = _counters(origin, agents)
         cpu = CpuMeter()
         t0 = time.monotonic()
@@ -494,11 +527,22 @@ def run_bittorrent(
                     ",".join(a for a in addrs if a != f"{h.ip}:{BT_PORT}"),
                     "--status",
                     str(dirs[i] / "status.json"),
+                    *(["--go", str(go)] if warm else []),
                 ],
                 logs / f"bt{i}.log",
             )
             for i, h in enumerate(agents)
         ]
+        if warm:
+            deadline = time.monotonic() + 60
+            while len(list(go.parent.glob("*.ready"))) < n:
+                if time.monotonic() > deadline or not all(p.alive() for p in procs):
+                    raise TestbedError("libtorrent clients not ready within 60 s")
+                time.sleep(0.02)
+            tx0, rx0 = _counters(origin, agents)
+            cpu = CpuMeter()
+            t0 = time.monotonic()
+            go.touch()
         done_at = _poll_until(
             agents,
             lambda i: bool(_read_json(dirs[i] / "status.json").get("complete")),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import random
 import shutil
 import subprocess
@@ -37,6 +38,7 @@ from contenders import (
     Caps,
     Published,
     Run,
+    init_repo,
     publish,
     run_bittorrent,
     run_http,
@@ -93,7 +95,12 @@ def timeout_for(n: int, size: int, caps: Caps) -> float:
 
 
 def run_scenario(
-    sc: Scenario, workdir: Path, only: set[str], log: Callable[[str], None], prefix: str = "swb"
+    sc: Scenario,
+    workdir: Path,
+    only: set[str],
+    log: Callable[[str], None],
+    prefix: str = "swb",
+    warm: bool = False,
 ) -> list[dict[str, Any]]:
     size = sc.size_mib * MIB
     art = make_artifact(workdir / "artifact-1.bin", size, seed=1)
@@ -101,6 +108,8 @@ def run_scenario(
 
     def record(run: Run, **extra: Any) -> None:
         doc = {"scenario": sc.name, **run.to_json(), **extra}
+        if warm and run.contender != "http":
+            doc["warm"] = True
         out.append(doc)
         log(_one_line(doc))
 
@@ -140,20 +149,34 @@ def run_scenario(
             for tls in (False, True):  # side by side: plain HTTP between peers, then mutual TLS
                 if ("swarmupdate+mtls" if tls else "swarmupdate") not in only:
                     continue
+                d = workdir / f"swarm-{n}{'-tls' if tls else ''}"
+                then_: Callable[[], Published] | None = None
+                first = pub
+                if warm:  # the agents run first; the release comes to them
+                    first = init_repo(d / "warm")
+                    then_ = functools.partial(publish, d / "warm", art, "1.0")
                 run = run_swarmupdate(
-                    workdir / f"swarm-{n}{'-tls' if tls else ''}",
-                    pub,
+                    d,
+                    first,
                     n,
                     sc.caps,
                     timeout=timeout_for(n, size, sc.caps),
                     prefix=prefix,
                     tls=tls,
+                    then=then_,
+                    warm=warm,
                 )
                 record(run)
     for n in sc.bt_n if "bittorrent" in only else ():
         record(
             run_bittorrent(
-                workdir / f"bt-{n}", art, n, sc.caps, timeout=timeout_for(n, size, sc.caps), prefix=prefix
+                workdir / f"bt-{n}",
+                art,
+                n,
+                sc.caps,
+                timeout=timeout_for(n, size, sc.caps),
+                prefix=prefix,
+                warm=warm,
             )
         )
     for n in sc.http_n if "http" in only else ():
@@ -269,6 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--prefix", default="swb", help="namespace name prefix (namespaces PREFIX-* are replaced)")
     p.add_argument("--out", type=Path, help="result JSON (default bench/results/fleet-STAMP.json)")
     p.add_argument("--on-disk", action="store_true", help="hosts' files on the disk, not on a tmpfs")
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="the swarm's agents and the libtorrent clients run first; the clock starts when the release "
+        "is handed to them (published and polled; torrent added), not at process start",
+    )
     args = p.parse_args(argv)
     try:
         require_root()
@@ -292,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.agents:
                 ns = tuple(int(x) for x in args.agents.split(","))
                 sc = dataclasses.replace(sc, swarm_n=ns, bt_n=ns, http_n=ns)
-            rows += run_scenario(sc, sc_dir, only, lambda s: print(s, flush=True), args.prefix)
+            rows += run_scenario(sc, sc_dir, only, lambda s: print(s, flush=True), args.prefix, args.warm)
     except KeyboardInterrupt:
         print("interrupted: the testbed is torn down; partial results follow", file=sys.stderr)
     finally:

@@ -147,6 +147,15 @@ class Agent:
         rt = self.swarms.get(swarm)
         return None if rt is None else rt.have
 
+    def bitfield_version(self, swarm: str) -> int | None:
+        rt = self.swarms.get(swarm)
+        return None if rt is None else rt.version
+
+    async def wait_bitfield_change(self, swarm: str, version: int) -> None:
+        rt = self.swarms.get(swarm)
+        if rt is not None:
+            await rt.wait_change(version)
+
     def pulling(self, swarm: str) -> list[int]:
         rt = self.swarms.get(swarm)
         return [] if rt is None else rt.pulling()

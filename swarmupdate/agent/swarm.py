@@ -53,6 +53,13 @@ log = get_logger("swarmupdate.agent.swarm")
 MAX_KNOWN_PEERS = 200
 
 
+#: the longest this agent asks a peer to hold a bitfield long poll (seconds; at most request_timeout / 2)
+LONG_POLL_WAIT = 5
+#: at least this long between two bitfield requests to one peer (a peer changing all the time is asked
+#: ten times a second at most)
+MIN_POLL_GAP = 0.1
+
+
 @dataclass
 class SwarmRuntime:
     """Everything the agent holds for one release's swarm."""
@@ -94,6 +101,11 @@ class SwarmRuntime:
         self._events: MemoryObjectSendStream[Event] | None = None
         #: unique chunks being fetched from the origin right now (told to peers with the bitfield)
         self.origin_pulling: set[int] = set()
+        #: counts changes of ``have`` and ``origin_pulling``: peers long-poll the bitfield on it
+        self.version = 0
+        self._change: anyio.Event | None = None
+        #: peers whose bitfield this agent is long-polling now, and when the core last asked for each
+        self._watching: dict[str, float] = {}
 
     @property
     def swarm(self) -> str:
@@ -111,6 +123,21 @@ class SwarmRuntime:
     def pulling(self) -> list[int]:
         """Manifest indexes of the chunks being fetched from the origin right now."""
         return [self.members[u][0] for u in self.origin_pulling]
+
+    def changed(self) -> None:
+        """The bitfield or the origin pulls changed: wake the peers waiting on the version."""
+        self.version += 1
+        if self._change is not None:
+            self._change.set()
+            self._change = None
+
+    async def wait_change(self, version: int) -> None:
+        """Return when :attr:`version` is not ``version`` any more (the caller bounds the wait)."""
+        if version != self.version:
+            return
+        if self._change is None:
+            self._change = anyio.Event()
+        await self._change.wait()
 
     def known_peers(self) -> list[PeerInfo]:
         return [p for pid, p in self.peers.items() if pid not in self.banned]
@@ -159,6 +186,7 @@ class SwarmRuntime:
         """Run the core until every chunk is stored and verified."""
         self.started_at = self.clock()
         await anyio.to_thread.run_sync(self.scan_local)
+        self.changed()
         if self.complete:
             self.completed_at = self.clock()
             return
@@ -214,6 +242,7 @@ class SwarmRuntime:
                     cancelled.cancel()
                     if action.peer_id is None:
                         self.origin_pulling.discard(action.index)
+                        self.changed()
             elif isinstance(action, RequestBitfield):
                 tg.start_soon(self._fetch_bitfield, action.peer_id)
             elif isinstance(action, BanPeer) and action.peer_id not in self.banned:
@@ -232,6 +261,7 @@ class SwarmRuntime:
         started = self.clock()
         if peer_id is None:
             self.origin_pulling.add(u)
+            self.changed()
         try:
             await self._fetch_chunk_in(u, ref, peer_id, source, started, scope)
         finally:
@@ -240,6 +270,7 @@ class SwarmRuntime:
                 del inflight[(u, peer_id)]
                 if peer_id is None:
                     self.origin_pulling.discard(u)
+                    self.changed()
 
     async def _fetch_chunk_in(
         self,
@@ -298,20 +329,58 @@ class SwarmRuntime:
             else:
                 self._count("local", chunks[i].length)
             first = False
+        if not first:
+            self.changed()
 
     async def _fetch_bitfield(self, peer_id: str) -> None:
-        peer = self.peers.get(peer_id)
-        if peer is None:
-            self._send(PeerGone(peer_id))
+        """Ask ``peer_id`` for its bitfield, then keep asking with long polls while the core keeps asking.
+
+        A peer whose answers carry a version is asked again at once with ``?after=<version>``: its next
+        answer comes when its bitfield changes, so a chunk it gets is known here within a round trip,
+        not at the next poll round (a chunk crosses the swarm in several hops; each used to wait for a
+        round). The watch ends when the peer is complete, when the core has not asked for this peer for
+        two rounds (it asks the pullers of a large swarm only now and then), or with the download.
+        """
+        now = self.clock()
+        if peer_id in self._watching:
+            self._watching[peer_id] = now  # the core still wants it: the watch goes on
             return
+        self._watching[peer_id] = now
+        n = len(self.release.manifest.chunks)
+        wait = max(1, min(LONG_POLL_WAIT, int(self.client.request_timeout / 2)))
+        version: int | None = None
+        last = -math.inf
         try:
-            bf, pulling = await self.client.bitfield(peer.url, self.swarm, len(self.release.manifest.chunks))
-        except FetchError as exc:
-            if exc.kind == "missing":
-                # the peer does not know this release yet: an empty bitfield, ask again later
-                self._send(BitfieldUpdate(peer_id, Bitfield(len(self.unique)), in_swarm=False))
-            else:
-                self._send(PeerGone(peer_id))
-            return
-        unique = Bitfield(len(self.unique), (u for u in range(len(self.unique)) if self.members[u][0] in bf))
-        self._send(BitfieldUpdate(peer_id, unique, frozenset(self.unique_of[i] for i in pulling)))
+            while True:
+                peer = self.peers.get(peer_id)
+                if peer is None:
+                    self._send(PeerGone(peer_id))
+                    return
+                gap = last + MIN_POLL_GAP - self.clock()
+                if gap > 0:
+                    await anyio.sleep(gap)
+                last = self.clock()
+                try:
+                    bf, pulling, version = await self.client.bitfield_versioned(
+                        peer.url, self.swarm, n, after=version, wait=wait
+                    )
+                except FetchError as exc:
+                    if exc.kind == "missing":
+                        # the peer does not know this release yet: an empty bitfield, ask again later
+                        self._send(BitfieldUpdate(peer_id, Bitfield(len(self.unique)), in_swarm=False))
+                    else:
+                        self._send(PeerGone(peer_id))
+                    return
+                unique = Bitfield(
+                    len(self.unique), (u for u in range(len(self.unique)) if self.members[u][0] in bf)
+                )
+                self._send(BitfieldUpdate(peer_id, unique, frozenset(self.unique_of[i] for i in pulling)))
+                asked = self._watching.get(peer_id, -math.inf)
+                if (
+                    version is None
+                    or unique.complete
+                    or self.clock() - asked > 2 * self.config.bitfield_interval
+                ):
+                    return
+        finally:
+            self._watching.pop(peer_id, None)

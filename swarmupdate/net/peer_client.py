@@ -32,7 +32,13 @@ from swarmupdate.net.http1 import (
     HttpError,
     HttpUrlError,
 )
-from swarmupdate.net.peer_server import PEER_HEADER, PULLING_HEADER, parse_pulling, peer_header
+from swarmupdate.net.peer_server import (
+    PEER_HEADER,
+    PULLING_HEADER,
+    VERSION_HEADER,
+    parse_pulling,
+    peer_header,
+)
 from swarmupdate.swarm.bitfield import Bitfield
 from swarmupdate.tracker.wire import AnnounceFieldError, check_url
 
@@ -250,14 +256,27 @@ class PeerClient:
     async def bitfield(self, peer_url: str, swarm: str, n: int) -> tuple[Bitfield, frozenset[int]]:
         """The peer's bitfield for ``swarm`` (a release of ``n`` chunks), and the chunks it says it is
         fetching from the origin."""
+        bitfield, pulling, _ = await self.bitfield_versioned(peer_url, swarm, n)
+        return bitfield, pulling
+
+    async def bitfield_versioned(
+        self, peer_url: str, swarm: str, n: int, *, after: int | None = None, wait: int = 5
+    ) -> tuple[Bitfield, frozenset[int], int | None]:
+        """Like :meth:`bitfield`, plus the bitfield's version (None when the peer gives none). With
+        ``after``, a long poll: the peer answers when its version is not ``after`` any more, or after
+        ``wait`` seconds (the request must fit in ``request_timeout``)."""
         url = f"{peer_url.rstrip('/')}/v1/swarms/{swarm}/bitfield"
+        if after is not None:
+            url += f"?after={after}&wait={wait}"
         headers: dict[str, str] = {}
         data = await self._get_small(url, hint=True, headers_out=headers)
         try:
             bitfield = Bitfield.decode(data, n, source=url)
         except RemoteDataError as exc:
             raise FetchError("corrupt", str(exc)) from exc
-        return bitfield, parse_pulling(headers.get(PULLING_HEADER), n)
+        raw = headers.get(VERSION_HEADER, "")
+        version = int(raw) if 0 < len(raw) <= 18 and raw.isascii() and raw.isdecimal() else None
+        return bitfield, parse_pulling(headers.get(PULLING_HEADER), n), version
 
     async def peers(self, peer_url: str, swarm: str) -> list[PeerInfo]:
         """The peers ``peer_url`` knows in ``swarm`` (peer exchange); bad entries are dropped."""

@@ -7,7 +7,10 @@
                                            before their status line
 ``GET /v1/swarms/{swarm}/bitfield``        200 raw bitfield / 404 unknown swarm; header
                                            ``X-Swarmupdate-Pulling: 3,17`` lists the chunks (manifest
-                                           indexes) this agent is fetching from the origin right now
+                                           indexes) this agent is fetching from the origin right now;
+                                           ``X-Swarmupdate-Version: 7`` counts its changes. With
+                                           ``?after=7&wait=5`` the answer waits (at most ``wait``, at
+                                           most 10 s) until the version is no longer 7: a long poll
 ``GET /v1/swarms/{swarm}/peers``           200 JSON list of peers known in that swarm (peer exchange)
 ``GET /v1/metadata/{name}``                verified TUF metadata this agent trusts (``N.root.json``,
                                            ``timestamp.json``, ``N.snapshot.json``, ``N.<role>.json``)
@@ -33,7 +36,7 @@ import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import anyio
 from anyio.abc import TaskStatus
@@ -58,13 +61,23 @@ _TARGET_BASENAME = re.compile(r"([0-9a-f]{64})\.[A-Za-z0-9][A-Za-z0-9._+~-]{0,30
 
 
 class SwarmDirectory(Protocol):
-    """What the agent knows about its swarms, for serving."""
+    """What the agent knows about its swarms, for serving. A directory may also offer
+    ``bitfield_version(swarm) -> int | None`` and ``async wait_bitfield_change(swarm, version, timeout)``
+    (see :class:`VersionedSwarms`): then bitfield requests can wait for a change (long polls)."""
 
     def bitfield(self, swarm: str) -> Bitfield | None: ...
 
     def pulling(self, swarm: str) -> list[int]: ...
 
     def known_peers(self, swarm: str) -> list[PeerInfo] | None: ...
+
+
+class VersionedSwarms(Protocol):
+    """A :class:`SwarmDirectory` whose bitfields carry a change counter, which can be waited on."""
+
+    def bitfield_version(self, swarm: str) -> int | None: ...
+
+    async def wait_bitfield_change(self, swarm: str, version: int) -> None: ...
 
 
 class ChunkSource(Protocol):
@@ -75,6 +88,9 @@ class ChunkSource(Protocol):
     def path(self, sha256: str) -> Path: ...
 
 
+#: the longest a bitfield long poll is held (seconds), and how many may be held at once
+MAX_HOLD = 10.0
+MAX_HELD = 256
 #: an upload that sent nothing for this long may lose its slot to a waiting peer
 PREEMPT_AFTER = 2.0
 #: longest an accepted upload waits for its turn to send (seconds); then it is sent alongside: a
@@ -135,6 +151,8 @@ class PeerServer:
         self.active: dict[Response, str] = {}
         #: uploads whose slot went to another peer
         self.preempted = 0
+        #: bitfield long polls waiting now
+        self._held = 0
         self.stats = ServerStats()
         self.upload_pace = upload_pace
         self.on_upload = on_upload
@@ -163,6 +181,8 @@ class PeerServer:
             return await self._chunk(parts[3], _host(request.client))
         if kind == "swarms" and len(parts) == 5:
             self._hint(parts[3], request.headers.get(PEER_HEADER))
+            if parts[4] == "bitfield":
+                await self._hold(parts[3], request.target)
             return self._swarm(parts[3], parts[4])
         if kind == "metadata" and len(parts) == 4:
             return await self._metadata(parts[3])
@@ -257,6 +277,27 @@ class PeerServer:
         if info is not None and info.peer_id != self.self_info.peer_id:
             self.on_peer_hint(swarm, info)
 
+    async def _hold(self, swarm: str, target: str) -> None:
+        """A long poll: ``?after=V&wait=S`` waits until the swarm's bitfield version is not V (at most S
+        seconds, at most MAX_HOLD; at most MAX_HELD requests wait at once, the others are answered at
+        once). Anything malformed is answered at once, as a plain poll."""
+        _, _, query = target.partition("?")
+        if not query or not is_sha256_hex(swarm) or self._held >= MAX_HELD:
+            return
+        args = dict(part.partition("=")[::2] for part in query.split("&")[:4])
+        after, wait = args.get("after", ""), args.get("wait", "")
+        if not (0 < len(after) <= 18 and after.isdecimal() and 0 < len(wait) <= 2 and wait.isdecimal()):
+            return
+        if not hasattr(self.swarms, "wait_bitfield_change"):
+            return
+        versioned = cast(VersionedSwarms, self.swarms)
+        self._held += 1
+        try:
+            with anyio.move_on_after(min(float(wait), MAX_HOLD)):
+                await versioned.wait_bitfield_change(swarm, int(after))
+        finally:
+            self._held -= 1
+
     def _swarm(self, swarm: str, what: str) -> Response:
         if not is_sha256_hex(swarm):
             return _text(400, "swarm id must be 64 lowercase hex digits")
@@ -266,6 +307,10 @@ class PeerServer:
                 return _text(404, "unknown swarm")
             pulling = self.swarms.pulling(swarm)
             headers = {PULLING_HEADER: ",".join(map(str, pulling[:MAX_PULLING]))} if pulling else {}
+            version = getattr(self.swarms, "bitfield_version", None)
+            v = version(swarm) if version is not None else None
+            if v is not None:
+                headers[VERSION_HEADER] = str(v)
             return Response(200, bf.encode(), headers)
         if what == "peers":
             peers = self.swarms.known_peers(swarm)
@@ -344,6 +389,8 @@ class PeerServer:
 #: ``X-Swarmupdate-Peer: <peer id> <url> [<site>]`` on swarm requests: who is asking, so the
 #: answering agent learns of newcomers at once instead of at its next tracker announce
 PEER_HEADER = "x-swarmupdate-peer"
+#: on bitfield answers: how many times the answering agent's bitfield (or its origin pulls) changed
+VERSION_HEADER = "x-swarmupdate-version"
 #: on bitfield answers: the chunks the answering agent is fetching from the origin (see swarm/policy.py)
 PULLING_HEADER = "x-swarmupdate-pulling"
 #: at most this many listed (an agent has a few origin requests in flight)

@@ -454,3 +454,71 @@ async def test_a_url_the_client_cannot_request_is_an_error_not_a_forgery() -> No
             await client.fetch_chunk(chunk_url(base, REF.sha256, origin=False), REF, MemoryChunkStore())
         assert err.value.kind == "error"
     await client.aclose()
+
+
+class VersionedDirectory(Directory):
+    """A directory whose bitfield has a version that tests bump, as SwarmRuntime does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version = 7
+        self.changed = anyio.Event()
+
+    def bitfield_version(self, swarm: str) -> int | None:
+        return self.version if swarm == SWARM else None
+
+    async def wait_bitfield_change(self, swarm: str, version: int) -> None:
+        while version == self.version:
+            await self.changed.wait()
+            self.changed = anyio.Event()
+
+    def bump(self, chunk: int) -> None:
+        self.bf.add(chunk)
+        self.version += 1
+        self.changed.set()
+
+
+async def test_bitfield_long_poll_answers_at_the_change_or_after_wait(tmp_path: Path) -> None:
+    swarms = VersionedDirectory()
+    server = PeerServer(
+        self_info=PeerInfo("me", "http://127.0.0.1:0"),
+        swarms=swarms,
+        store=DiskChunkStore(tmp_path / "store"),
+        metadata_dir=tmp_path / "md",
+        manifests_dir=tmp_path / "mf",
+    )
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{port}"
+        client = PeerClient()
+        # a plain poll carries the version
+        bf, _, version = await client.bitfield_versioned(base, SWARM, 10)
+        assert version == 7 and list(bf) == [0, 3, 9]
+        # an old version is answered at once
+        started = anyio.current_time()
+        _, _, version = await client.bitfield_versioned(base, SWARM, 10, after=3, wait=5)
+        assert version == 7 and anyio.current_time() - started < 1.0
+        # the current version waits for the change, which comes within the wait
+        tg.start_soon(_bump_later, swarms, 5, 0.3)
+        started = anyio.current_time()
+        bf, _, version = await client.bitfield_versioned(base, SWARM, 10, after=7, wait=5)
+        took = anyio.current_time() - started
+        assert version == 8 and 5 in bf and 0.25 <= took < 2.0, took
+        # no change: the answer comes after ``wait`` with the same version
+        started = anyio.current_time()
+        _, _, version = await client.bitfield_versioned(base, SWARM, 10, after=8, wait=1)
+        took = anyio.current_time() - started
+        assert version == 8 and 0.9 <= took < 2.0, took
+        # malformed long-poll arguments are a plain poll, answered at once
+        for query in ("after=8&wait=x", "after=-1&wait=1", "after=8&wait=999", "after=8"):
+            started = anyio.current_time()
+            data = await client._get_small(f"{base}/v1/swarms/{SWARM}/bitfield?{query}")
+            assert Bitfield.decode(data, 10) == swarms.bf
+            assert anyio.current_time() - started < 1.0, query
+        await client.aclose()
+        tg.cancel_scope.cancel()
+
+
+async def _bump_later(swarms: VersionedDirectory, chunk: int, delay: float) -> None:
+    await anyio.sleep(delay)
+    swarms.bump(chunk)
