@@ -483,12 +483,14 @@ class _Connection:
             )
             response.progressed = anyio.current_time()
             if request.method != "HEAD":
-                await f.seek(body.offset)
+                fd = f.wrapped.fileno()
+                pos = body.offset
                 left = length
                 while left > 0:
                     if body.pace is not None:
                         await body.pace(min(self.limits.write_block, left))
-                    block = await f.read(min(self.limits.write_block, left))
+                    block = await _read_block(fd, pos, min(self.limits.write_block, left))
+                    pos += len(block)
                     if not block:
                         # the file shrank under us: the client sees a short body and a closed connection
                         raise anyio.BrokenResourceError
@@ -508,6 +510,25 @@ class _Connection:
                 # 1 MiB held plaintext and ciphertext at once per upload (8 uploads: +24 MB of RSS)
                 for at in range(0, len(data), TLS_PIECE):
                     await self.stream.send(data[at : at + TLS_PIECE])
+
+
+async def _read_block(fd: int, pos: int, size: int) -> bytes:
+    """Up to ``size`` bytes of ``fd`` at ``pos``: from the page cache directly when they are all there
+    (``RWF_NOWAIT`` never blocks), else in a worker thread. A chunk being served is nearly always cached
+    (it was just written or just sent to another peer), and handing each block to a thread and back
+    cost more CPU than the read itself (the fleet profile: 8% of an agent's samples)."""
+    if _NOWAIT:
+        buf = bytearray(size)
+        try:
+            got = os.preadv(fd, [buf], pos, os.RWF_NOWAIT)
+        except OSError:  # EAGAIN: not cached; EOPNOTSUPP: this file system cannot say
+            got = 0
+        if got == size:
+            return bytes(buf)
+    return await anyio.to_thread.run_sync(os.pread, fd, size, pos)
+
+
+_NOWAIT = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
 
 
 def _content_length(event: h11.Request) -> int | None:
