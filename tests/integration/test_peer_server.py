@@ -451,3 +451,28 @@ def test_out_of_descriptors_the_server_sheds_idle_connections_and_keeps_serving(
             s.close()
         proc.terminate()
         proc.wait(10)
+
+
+def test_file_blocks_are_read_from_memory_and_disk_alike(tmp_path: Path) -> None:
+    """The block reader of the HTTP server: RWF_NOWAIT from the page cache, tmpfs directly, a thread
+    otherwise; all give the same bytes, also at an offset and at the end of the file."""
+    import os
+
+    from swarmupdate.net.httpserver import _in_memory, _read_block
+
+    data = os.urandom(700_000)
+    shm = Path("/dev/shm")
+    places = [tmp_path / "blocks.bin"]
+    if shm.is_dir():
+        assert _in_memory(shm.stat().st_dev)
+        places.append(shm / f"swarmupdate-test-{os.getpid()}.bin")
+    for path in places:
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for pos, size in ((0, 262144), (300_000, 262144), (600_000, 100_000)):
+                assert anyio.run(_read_block, fd, pos, size) == data[pos : pos + size], (path, pos)
+        finally:
+            os.close(fd)
+            if path.parent == shm:
+                path.unlink()
