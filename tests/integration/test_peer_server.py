@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -198,9 +199,11 @@ def test_upload_slots_give_429(peer: tuple[str, PeerServer, str]) -> None:
 BIG = 24 * 1024 * 1024  # more than the kernel's socket buffers of both ends take in
 
 
-@pytest.fixture
-def big(tmp_path: Path) -> Iterator[tuple[str, PeerServer, str]]:
-    """A server with one upload slot and one chunk too large to vanish into socket buffers."""
+@contextlib.contextmanager
+def _big_server(
+    tmp_path: Path, slots: int, preempt_after: float, send_timeout: float
+) -> Iterator[tuple[str, PeerServer, str, anyio.from_thread.BlockingPortal]]:
+    """A server holding one chunk too large to vanish into socket buffers."""
     store = DiskChunkStore(tmp_path / "store")
     data = bytes(range(256)) * (BIG // 256)
     sha = hashlib.sha256(data).hexdigest()
@@ -212,38 +215,30 @@ def big(tmp_path: Path) -> Iterator[tuple[str, PeerServer, str]]:
         store=store,
         metadata_dir=tmp_path / "md",
         manifests_dir=tmp_path,
-        max_upload_slots=1,
-        preempt_after=0.5,
-        limits=ServerLimits(max_header_bytes=8192, max_body_bytes=0, max_connections=8, send_timeout=3.0),
-    )
-    with anyio.from_thread.start_blocking_portal() as portal:
-        future, port = portal.start_task(server.serve, "127.0.0.1", 0)
-        yield f"http://127.0.0.1:{port}", server, sha
-        future.cancel()
-
-
-@pytest.fixture
-def turns(tmp_path: Path) -> Iterator[tuple[str, PeerServer, str, anyio.from_thread.BlockingPortal]]:
-    """Two upload slots, one large chunk, no taking back of stalled uploads."""
-    store = DiskChunkStore(tmp_path / "store")
-    data = bytes(range(256)) * (BIG // 256)
-    sha = hashlib.sha256(data).hexdigest()
-    store.put(ChunkRef(sha, len(data)), data)
-    (tmp_path / "md").mkdir()
-    server = PeerServer(
-        self_info=PeerInfo("me", "http://127.0.0.1:0", "site-a"),
-        swarms=Directory(),
-        store=store,
-        metadata_dir=tmp_path / "md",
-        manifests_dir=tmp_path,
-        max_upload_slots=2,
-        preempt_after=60.0,
-        limits=ServerLimits(max_header_bytes=8192, max_body_bytes=0, max_connections=8, send_timeout=2.0),
+        max_upload_slots=slots,
+        preempt_after=preempt_after,
+        limits=ServerLimits(
+            max_header_bytes=8192, max_body_bytes=0, max_connections=8, send_timeout=send_timeout
+        ),
     )
     with anyio.from_thread.start_blocking_portal() as portal:
         future, port = portal.start_task(server.serve, "127.0.0.1", 0)
         yield f"http://127.0.0.1:{port}", server, sha, portal
         future.cancel()
+
+
+@pytest.fixture
+def big(tmp_path: Path) -> Iterator[tuple[str, PeerServer, str]]:
+    """One upload slot, taken back from a stalled upload after 0.5 s."""
+    with _big_server(tmp_path, 1, 0.5, 3.0) as (url, server, sha, _):
+        yield url, server, sha
+
+
+@pytest.fixture
+def turns(tmp_path: Path) -> Iterator[tuple[str, PeerServer, str, anyio.from_thread.BlockingPortal]]:
+    """Two upload slots, one large chunk, no taking back of stalled uploads."""
+    with _big_server(tmp_path, 2, 60.0, 2.0) as server:
+        yield server
 
 
 def test_an_accepted_upload_waits_for_its_turn_and_a_429_if_taken_back(
