@@ -87,10 +87,14 @@ def issue(
     """
     if days < 1:
         raise ConfigError(f"--days {days}: must be at least 1")
-    if not name or "/" in name or name.startswith("."):
+    if not name or "/" in name or name.startswith(".") or not name.isprintable():
         raise ConfigError(f"{name!r}: not usable as a certificate and file name")
     ca_cert, ca_key = _load_ca(ca_dir)
-    alt: list[x509.GeneralName] = [x509.DNSName(d) for d in dns or []]
+    alt: list[x509.GeneralName] = []
+    for d in dns or []:
+        if not (d and d.isascii() and d.isprintable()):
+            raise ConfigError(f"--dns {d!r}: not an ASCII DNS name (write IDNA names as xn--...)")
+        alt.append(x509.DNSName(d))
     for ip in ips or []:
         try:
             alt.append(x509.IPAddress(ipaddress.ip_address(ip)))

@@ -184,6 +184,10 @@ def parse_config(
     )
     if peer_tls is not None and peer_advertise and not peer_advertise.startswith("https://"):
         raise t.error("peer_advertise", f"{peer_advertise!r}: must be https:// when [peer_tls] is set")
+    static_peers = t.url_list("static_peers")
+    for i, url in enumerate(static_peers):
+        if peer_tls is not None and not url.startswith("https://"):
+            raise t.error(f"static_peers[{i}]", f"{url!r}: must be https:// when [peer_tls] is set")
     config = AgentConfig(
         node_id=node_id,
         site=t.text("site", "", _SITE, "up to 128 letters, digits and . _ : / -"),
@@ -193,7 +197,7 @@ def parse_config(
         store_dir=t.path("store_dir", "/var/cache/swarmupdate/chunks"),
         store_max_bytes=t.convert("store_max_bytes", "10GiB", parse_size),
         trackers=t.url_list("trackers"),
-        static_peers=t.url_list("static_peers"),
+        static_peers=static_peers,
         poll_interval=t.number("poll_interval", 300.0, above=0),
         poll_jitter=t.number("poll_jitter", 0.1, at_least=0, below=1),
         peer_listen=peer_listen,

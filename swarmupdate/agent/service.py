@@ -13,6 +13,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -104,7 +105,7 @@ class Agent:
             connect_timeout=config.connect_timeout,
             request_timeout=config.request_timeout,
             download_pace=self._download_pace if config.download_limit else None,
-            tls=self.tls.client if self.tls is not None else None,
+            tls=self._tls_client if self.tls is not None else None,
         )
         self.fetcher = FallbackFetcher(
             config.origin_metadata_url,
@@ -209,7 +210,7 @@ class Agent:
                 )
                 self.metrics.watch_server(server)
                 self.peer_port = await tg.start(
-                    partial(server.serve, ssl_context=self.tls.server if self.tls is not None else None),
+                    partial(server.serve, ssl_context=self._tls_server if self.tls is not None else None),
                     host,
                     port,
                 )
@@ -519,12 +520,21 @@ class Agent:
                 except FetchError:
                     continue
 
+    def _tls_server(self) -> ssl.SSLContext:
+        assert self.tls is not None
+        return self.tls.server
+
+    def _tls_client(self) -> ssl.SSLContext:
+        assert self.tls is not None
+        return self.tls.client
+
     async def _tls_reload_loop(self, tls: PeerTLS) -> None:
         """Pick up a renewed certificate, key or fleet CA without a restart (checked every 30 s)."""
         while True:
             await anyio.sleep(TLS_RELOAD_INTERVAL)
             try:
                 if await anyio.to_thread.run_sync(tls.reload_if_changed):
+                    self.fetcher.set_peer_tls(tls.client)
                     self.metrics.peer_cert_expires(tls.not_after)
                     log.info("peer_tls_reloaded", cert=str(tls.config.cert), not_after=tls.not_after)
             except SwarmUpdateError as exc:  # a half-renewed file: keep the old one, say so, try again

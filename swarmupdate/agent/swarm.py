@@ -347,7 +347,8 @@ class SwarmRuntime:
             return
         self._watching[peer_id] = now
         n = len(self.release.manifest.chunks)
-        wait = max(1, min(LONG_POLL_WAIT, int(self.client.request_timeout / 2)))
+        # a hold must fit well inside the request's time limit: with a very short one, plain polls only
+        wait = min(LONG_POLL_WAIT, int(self.client.request_timeout / 2))
         version: int | None = None
         last = -math.inf
         try:
@@ -378,6 +379,7 @@ class SwarmRuntime:
                 asked = self._watching.get(peer_id, -math.inf)
                 if (
                     version is None
+                    or wait < 1
                     or unique.complete
                     or self.clock() - asked > 2 * self.config.bitfield_interval
                 ):

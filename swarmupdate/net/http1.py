@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -147,10 +147,11 @@ class Http1Pool:
         headers: Mapping[str, str] | None = None,
         max_idle_per_host: int = 6,
         idle_timeout: float = 20.0,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self.connect_timeout = connect_timeout
-        #: with a context, only ``https://`` URLs; without, only ``http://``
+        #: with a context (or a function giving the current one at each connection), only ``https://``
+        #: URLs; without, only ``http://``
         self.ssl_context = ssl_context
         self.scheme = "http" if ssl_context is None else "https"
         self.max_idle_per_host = max_idle_per_host
@@ -218,11 +219,10 @@ class Http1Pool:
     async def _connect(self, host: str, port: int, url: str) -> _Conn:
         try:
             with anyio.fail_after(self.connect_timeout):
+                context = self.ssl_context() if callable(self.ssl_context) else self.ssl_context
                 stream: anyio.abc.ByteStream = (
-                    await anyio.connect_tcp(
-                        host, port, ssl_context=self.ssl_context, tls_standard_compatible=False
-                    )
-                    if self.ssl_context is not None
+                    await anyio.connect_tcp(host, port, ssl_context=context, tls_standard_compatible=False)
+                    if context is not None
                     else await anyio.connect_tcp(host, port)
                 )
         except TimeoutError:

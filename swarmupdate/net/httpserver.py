@@ -162,13 +162,14 @@ async def serve(
     limits: ServerLimits = ServerLimits(),
     on_response: Callable[[Request, Response, float], None] | None = None,
     stats: ServerStats | None = None,
-    ssl_context: ssl.SSLContext | None = None,
+    ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` (port 0 picks one) and serve until cancelled; ``stats`` is kept up to date.
 
-    ``ssl_context``: speak TLS only (a server context; it decides whether client certificates are
-    required).
+    ``ssl_context``: speak TLS only (a server context, or a function giving the current one at each
+    connection, so that renewed certificates take effect; the context decides whether client
+    certificates are required).
 
     Reports the bound port through ``task_status`` once listening (use ``tg.start``).
     """
@@ -189,7 +190,8 @@ async def serve(
             async with stream:
                 with conn.scope:
                     if ssl_context is not None:
-                        tls = await _handshake(stream, ssl_context, limits, pool.stats, conn.client)
+                        context = ssl_context() if callable(ssl_context) else ssl_context
+                        tls = await _handshake(stream, context, limits, pool.stats, conn.client)
                         if tls is None:
                             return
                         conn.stream, conn.tls = tls, True

@@ -77,10 +77,11 @@ class PeerClient:
         download_pace: Callable[[int], Awaitable[None]] | None = None,
         max_connections: int = 256,
         me: PeerInfo | None = None,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
-        """``tls``: the client context of peer mutual TLS (:class:`~swarmupdate.net.tls.PeerTLS`);
-        peers are then reached over ``https://`` only, presenting this machine's certificate."""
+        """``tls``: the client context of peer mutual TLS, or a function giving the current one
+        (:class:`~swarmupdate.net.tls.PeerTLS` replaces it when certificates are renewed); peers are then
+        reached over ``https://`` only, presenting this machine's certificate."""
         #: who we are, sent with swarm requests so the peers we ask learn of us
         self.me = me
         self.request_timeout = request_timeout

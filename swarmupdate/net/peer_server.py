@@ -62,7 +62,7 @@ _TARGET_BASENAME = re.compile(r"([0-9a-f]{64})\.[A-Za-z0-9][A-Za-z0-9._+~-]{0,30
 
 class SwarmDirectory(Protocol):
     """What the agent knows about its swarms, for serving. A directory may also offer
-    ``bitfield_version(swarm) -> int | None`` and ``async wait_bitfield_change(swarm, version, timeout)``
+    ``bitfield_version(swarm) -> int | None`` and ``async wait_bitfield_change(swarm, version)``
     (see :class:`VersionedSwarms`): then bitfield requests can wait for a change (long polls)."""
 
     def bitfield(self, swarm: str) -> Bitfield | None: ...
@@ -91,11 +91,13 @@ class ChunkSource(Protocol):
 #: the longest a bitfield long poll is held (seconds), and how many may be held at once
 MAX_HOLD = 10.0
 MAX_HELD = 256
+MAX_HELD_PER_ADDRESS = 32
 #: an upload that sent nothing for this long may lose its slot to a waiting peer
 PREEMPT_AFTER = 2.0
-#: longest an accepted upload waits for its turn to send (seconds); then it is sent alongside: a
-#: requester on a very slow link must not wait for a status line longer than its timeout
-MAX_TURN_WAIT = 10.0
+#: longest an accepted upload waits for its turn to send (seconds); then it is sent alongside. Well
+#: below the client's PEER_GRACE (10 s): a requester whose turn is held by a slow reader must get bytes
+#: before it gives up on this (honest) peer and drops it
+MAX_TURN_WAIT = 3.0
 #: the peer server writes file bodies in blocks of this size
 UPLOAD_BLOCK = 256 * 1024
 
@@ -151,8 +153,9 @@ class PeerServer:
         self.active: dict[Response, str] = {}
         #: uploads whose slot went to another peer
         self.preempted = 0
-        #: bitfield long polls waiting now
+        #: bitfield long polls waiting now, in all and per client address
         self._held = 0
+        self._held_by: Counter[str] = Counter()
         self.stats = ServerStats()
         self.upload_pace = upload_pace
         self.on_upload = on_upload
@@ -181,8 +184,10 @@ class PeerServer:
             return await self._chunk(parts[3], _host(request.client))
         if kind == "swarms" and len(parts) == 5:
             self._hint(parts[3], request.headers.get(PEER_HEADER))
-            if parts[4] == "bitfield":
-                await self._hold(parts[3], request.target)
+            if parts[4] == "bitfield" and not await self._hold(
+                parts[3], request.target, _host(request.client)
+            ):
+                return self._swarm(parts[3], parts[4], versioned=False)
             return self._swarm(parts[3], parts[4])
         if kind == "metadata" and len(parts) == 4:
             return await self._metadata(parts[3])
@@ -277,28 +282,37 @@ class PeerServer:
         if info is not None and info.peer_id != self.self_info.peer_id:
             self.on_peer_hint(swarm, info)
 
-    async def _hold(self, swarm: str, target: str) -> None:
+    async def _hold(self, swarm: str, target: str, client: str) -> bool:
         """A long poll: ``?after=V&wait=S`` waits until the swarm's bitfield version is not V (at most S
-        seconds, at most MAX_HOLD; at most MAX_HELD requests wait at once, the others are answered at
-        once). Anything malformed is answered at once, as a plain poll."""
+        seconds, at most MAX_HOLD). Anything malformed is a plain poll, answered at once. False when a
+        long poll was asked for and refused: MAX_HELD requests wait already, or MAX_HELD_PER_ADDRESS from
+        this address (held requests cannot be evicted, so one client must not hold them all); the answer
+        then carries no version, which ends the asker's watch (it polls again at its own pace)."""
         _, _, query = target.partition("?")
-        if not query or not is_sha256_hex(swarm) or self._held >= MAX_HELD:
-            return
+        if not query or not is_sha256_hex(swarm):
+            return True
         args = dict(part.partition("=")[::2] for part in query.split("&")[:4])
         after, wait = args.get("after", ""), args.get("wait", "")
         if not (0 < len(after) <= 18 and after.isdecimal() and 0 < len(wait) <= 2 and wait.isdecimal()):
-            return
+            return True
         if not hasattr(self.swarms, "wait_bitfield_change"):
-            return
+            return True
+        if self._held >= MAX_HELD or self._held_by[client] >= MAX_HELD_PER_ADDRESS:
+            return False
         versioned = cast(VersionedSwarms, self.swarms)
         self._held += 1
+        self._held_by[client] += 1
         try:
             with anyio.move_on_after(min(float(wait), MAX_HOLD)):
                 await versioned.wait_bitfield_change(swarm, int(after))
         finally:
             self._held -= 1
+            self._held_by[client] -= 1
+            if not self._held_by[client]:
+                del self._held_by[client]
+        return True
 
-    def _swarm(self, swarm: str, what: str) -> Response:
+    def _swarm(self, swarm: str, what: str, *, versioned: bool = True) -> Response:
         if not is_sha256_hex(swarm):
             return _text(400, "swarm id must be 64 lowercase hex digits")
         if what == "bitfield":
@@ -307,7 +321,7 @@ class PeerServer:
                 return _text(404, "unknown swarm")
             pulling = self.swarms.pulling(swarm)
             headers = {PULLING_HEADER: ",".join(map(str, pulling[:MAX_PULLING]))} if pulling else {}
-            version = getattr(self.swarms, "bitfield_version", None)
+            version = getattr(self.swarms, "bitfield_version", None) if versioned else None
             v = version(swarm) if version is not None else None
             if v is not None:
                 headers[VERSION_HEADER] = str(v)
@@ -361,7 +375,7 @@ class PeerServer:
         host: str,
         port: int,
         *,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
         task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until cancelled; reports the bound port. ``ssl_context``: TLS only (peer mutual TLS)."""

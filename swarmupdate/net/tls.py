@@ -6,15 +6,15 @@ part*: a machine outside the fleet can neither download the releases (which may 
 the swarm to waste its peers' upload slots. Identity is "holds a key certified by the fleet CA"; peer
 URLs are usually bare addresses, so host names are checked only when ``check_hostname`` asks for it.
 
-Certificates are short-lived in a well-run fleet: :meth:`PeerTLS.reload_if_changed` loads a renewed
-certificate, key or CA file into the live contexts (new connections use it; open ones keep theirs).
+Certificates are short-lived in a well-run fleet: :meth:`PeerTLS.reload_if_changed` builds new
+contexts from a renewed certificate, key or CA file (new connections use them; open ones keep theirs).
 """
 
 from __future__ import annotations
 
 import datetime
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -38,36 +38,35 @@ class PeerTLSConfig:
     check_hostname: bool = False
 
 
-@dataclass
 class PeerTLS:
     """The server and client contexts of one agent, built from its :class:`PeerTLSConfig`.
+
+    :attr:`server` and :attr:`client` are replaced whole when the files change (never modified in place:
+    a CA removed from the file must stop being trusted, and a handshake must never see a certificate
+    without its key); users read them at each connection.
 
     Raises:
         ConfigError: a file cannot be read, is not PEM, or the key does not match the certificate;
             the message names the file.
     """
 
-    config: PeerTLSConfig
-    server: ssl.SSLContext = field(init=False)
-    client: ssl.SSLContext = field(init=False)
-    #: when our own certificate stops being valid (Unix time), for the expiry metric
-    not_after: float = field(init=False, default=0.0)
-    _stamp: tuple[tuple[int, int], ...] = field(init=False, default=())
-
-    def __post_init__(self) -> None:
-        self.server = _context(ssl.PROTOCOL_TLS_SERVER)
-        self.client = _context(ssl.PROTOCOL_TLS_CLIENT)
-        self.client.check_hostname = self.config.check_hostname
-        self._load()
+    def __init__(self, config: PeerTLSConfig) -> None:
+        self.config = config
+        self._stamp = self._files_stamp()
+        self.server, self.client, self.not_after = _build(config)
 
     def reload_if_changed(self) -> bool:
-        """Load the files again when one of them changed since the last load; True when reloaded.
+        """Build new contexts when one of the files changed since the last load; True when replaced.
 
-        A file that is now broken keeps the contexts as they were and raises ConfigError.
+        A file that is now broken keeps the contexts as they were and raises ConfigError (the next call
+        tries again).
         """
-        if self._files_stamp() == self._stamp:
+        stamp = self._files_stamp()
+        if stamp == self._stamp:
             return False
-        self._load()
+        server, client, not_after = _build(self.config)
+        self.server, self.client, self.not_after = server, client, not_after
+        self._stamp = stamp
         return True
 
     def _files_stamp(self) -> tuple[tuple[int, int], ...]:
@@ -80,19 +79,17 @@ class PeerTLS:
                 out.append((0, 0))
         return tuple(out)
 
-    def _load(self) -> None:
-        stamp = self._files_stamp()
-        cfg = self.config
-        not_after = _check_pem(cfg.cert, "certificate")
-        _check_pem(cfg.ca, "CA certificate")
-        # into fresh contexts first: a broken file must not leave the live ones half loaded
-        for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
-            trial = _context(purpose)
-            _load_into(trial, cfg)
-        for ctx in (self.server, self.client):
-            _load_into(ctx, cfg)
-        self.not_after = not_after
-        self._stamp = stamp
+
+def _build(cfg: PeerTLSConfig) -> tuple[ssl.SSLContext, ssl.SSLContext, float]:
+    """Fresh server and client contexts, and when our certificate expires (Unix time)."""
+    not_after = _check_pem(cfg.cert, "certificate")
+    _check_pem(cfg.ca, "CA certificate")
+    server = _context(ssl.PROTOCOL_TLS_SERVER)
+    client = _context(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = cfg.check_hostname
+    for ctx in (server, client):
+        _load_into(ctx, cfg)
+    return server, client, not_after
 
 
 def _context(purpose: ssl._SSLMethod) -> ssl.SSLContext:

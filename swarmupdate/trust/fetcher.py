@@ -128,14 +128,9 @@ class FallbackFetcher(HttpxFetcher):
     ) -> None:
         super().__init__(**kwargs)
         self._peer_client = self._client
+        self.peer_tls = False
         if peer_tls is not None:
-            self._peer_client = httpx.Client(
-                timeout=self._client.timeout,
-                headers={"User-Agent": f"swarmupdate/{__version__}"},
-                verify=peer_tls,
-                follow_redirects=False,
-            )
-        self.peer_tls = peer_tls is not None
+            self.set_peer_tls(peer_tls)
         self.metadata_url = metadata_url.rstrip("/") + "/"
         self.targets_url = targets_url.rstrip("/") + "/"
         self.peers = peers
@@ -147,6 +142,17 @@ class FallbackFetcher(HttpxFetcher):
         super().close()
         if self._peer_client is not self._client:
             self._peer_client.close()
+
+    def set_peer_tls(self, context: ssl.SSLContext) -> None:
+        """Ask peers with this client context from now on (a renewed certificate or fleet CA). A fetch
+        under way keeps the old client, which is closed when garbage collected."""
+        self._peer_client = httpx.Client(
+            timeout=self._client.timeout,
+            headers={"User-Agent": f"swarmupdate/{__version__}"},
+            verify=context,
+            follow_redirects=False,
+        )
+        self.peer_tls = True
 
     def _peer_url(self, peer: str, url: str) -> str | None:
         if url.startswith(self.metadata_url):

@@ -8,6 +8,7 @@ connection that the server closes between two requests.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from swarmupdate.errors import FetchError
 from swarmupdate.model import ChunkRef, PeerInfo
+from swarmupdate.net import peer_server
 from swarmupdate.net.http1 import Http1Pool, HttpConnectError, HttpError, HttpProtocolError, HttpUrlError
 from swarmupdate.net.peer_client import MIN_RATE, PeerClient, chunk_url
 from swarmupdate.net.peer_server import PULLING_HEADER, PeerServer, parse_pulling
@@ -509,7 +511,21 @@ async def test_bitfield_long_poll_answers_at_the_change_or_after_wait(tmp_path: 
         _, _, version = await client.bitfield_versioned(base, SWARM, 10, after=8, wait=1)
         took = anyio.current_time() - started
         assert version == 8 and 0.9 <= took < 2.0, took
-        # malformed long-poll arguments are a plain poll, answered at once
+        # one address holds at most MAX_HELD_PER_ADDRESS polls; past it the answer comes at once and
+        # without a version, which ends the asker's watch
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(peer_server, "MAX_HELD_PER_ADDRESS", 1)
+            async with anyio.create_task_group() as holders:
+                holders.start_soon(
+                    functools.partial(client.bitfield_versioned, after=8, wait=2), base, SWARM, 10
+                )
+                await anyio.sleep(0.2)
+                other = PeerClient()
+                started = anyio.current_time()
+                _, _, version = await other.bitfield_versioned(base, SWARM, 10, after=8, wait=2)
+                assert version is None and anyio.current_time() - started < 1.0
+                await other.aclose()
+                # malformed long-poll arguments are a plain poll, answered at once
         for query in ("after=8&wait=x", "after=-1&wait=1", "after=8&wait=999", "after=8"):
             started = anyio.current_time()
             data = await client._get_small(f"{base}/v1/swarms/{SWARM}/bitfield?{query}")

@@ -271,6 +271,17 @@ def test_renewed_certificate_is_reloaded(pki: Pki, tmp_path: Path) -> None:
     issue(pki.fleet_ca, "renewing", tmp_path, days=60)
     assert tls.reload_if_changed()
     assert tls.not_after > first + 40 * 86400
+    # new contexts, not the old ones changed: a CA taken out of the file is no longer trusted
+    old_server = tls.server
+    (tmp_path / "fleet-ca.pem").write_bytes((pki.other_ca / "ca.pem").read_bytes())
+    moved = PeerTLS(PeerTLSConfig(ca=tmp_path / "fleet-ca.pem", cert=cfg.cert, key=cfg.key))
+    (tmp_path / "fleet-ca.pem").write_bytes((pki.fleet_ca / "ca.pem").read_bytes())
+    assert moved.reload_if_changed()
+    (tmp_path / "fleet-ca.pem").write_bytes((pki.other_ca / "ca.pem").read_bytes())
+    assert moved.reload_if_changed()
+    names = [dict(x[0] for x in c["subject"])["commonName"] for c in moved.server.get_ca_certs()]
+    assert names == ["somebody else's CA"]
+    assert tls.server is old_server
     # a half-written renewal keeps the old certificate live and says which file is wrong
     (tmp_path / "renewing.pem").write_text("-----BEGIN CERT")
     with pytest.raises(ConfigError, match=r"renewing\.pem"):

@@ -423,6 +423,11 @@ BAD = [
     (MINIMAL + TLS + 'check_hostname = "yes"', r"peer_tls\.check_hostname", "expected a boolean, got string"),
     (MINIMAL + TLS.replace("tls/fleet-ca.pem", ""), r"peer_tls\.ca", "must not be empty"),
     (
+        'static_peers = ["https://10.0.0.5:7071", "http://10.0.0.6:7071"]\n' + MINIMAL + TLS,
+        r"static_peers\[1\]",
+        "must be https:// when \\[peer_tls\\] is set",
+    ),
+    (
         'peer_advertise = "http://10.0.0.5:7071"\n' + MINIMAL + TLS,
         "peer_advertise",
         "must be https:// when \\[peer_tls\\] is set",
