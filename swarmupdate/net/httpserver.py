@@ -472,7 +472,8 @@ class _Connection:
             await self._send(request, Response(404, b"not found\n", content_type="text/plain"))
             return
         async with f:
-            size = os.fstat(f.wrapped.fileno()).st_size
+            st = os.fstat(f.wrapped.fileno())
+            size = st.st_size
             length = body.length if body.length is not None else size - body.offset
             headers.append(("content-length", str(length)))
             await self._write(
@@ -487,12 +488,13 @@ class _Connection:
             response.progressed = anyio.current_time()
             if request.method != "HEAD":
                 fd = f.wrapped.fileno()
+                how = _read_mode(st.st_dev)
                 pos = body.offset
                 left = length
                 while left > 0:
                     if body.pace is not None:
                         await body.pace(min(self.limits.write_block, left))
-                    block = await _read_block(fd, pos, min(self.limits.write_block, left))
+                    block = await _read_block(fd, pos, min(self.limits.write_block, left), how)
                     pos += len(block)
                     if not block:
                         # the file shrank under us: the client sees a short body and a closed connection
@@ -515,28 +517,42 @@ class _Connection:
                     await self.stream.send(data[at : at + TLS_PIECE])
 
 
-async def _read_block(fd: int, pos: int, size: int) -> bytes:
-    """Up to ``size`` bytes of ``fd`` at ``pos``: from the page cache directly when they are all there
-    (``RWF_NOWAIT`` never blocks), or from a file system in memory (tmpfs), else in a worker thread. A
-    chunk being served is nearly always cached (it was just written or just sent to another peer), and
-    handing each block to a thread and back cost more CPU than the read itself (the fleet profile: 8% of
-    an agent's samples)."""
-    if _NOWAIT:
+async def _read_block(fd: int, pos: int, size: int, how: str) -> bytes:
+    """Up to ``size`` bytes of ``fd`` at ``pos``, read as :func:`_read_mode` said for its file system.
+
+    A chunk being served is nearly always in memory (it was just written or just sent to another peer),
+    and handing each block to a worker thread and back cost more CPU than the read itself (the fleet
+    profile: 8% of an agent's samples). So: ``direct`` (tmpfs, ramfs: a memory copy, never a wait for a
+    disk) reads in the event loop; ``nowait`` reads from the page cache with ``RWF_NOWAIT``, which never
+    blocks, and only what is not cached goes to a thread; ``thread`` always uses a thread.
+    """
+    if how == "direct":
+        return os.pread(fd, size, pos)
+    if how == "nowait":
         buf = bytearray(size)
         try:
-            got = os.preadv(fd, [buf], pos, os.RWF_NOWAIT)
-        except OSError as exc:  # EAGAIN: not cached; EOPNOTSUPP: this file system cannot say
-            got = 0
-            if exc.errno == errno.EOPNOTSUPP and _in_memory(os.fstat(fd).st_dev):
-                return os.pread(fd, size, pos)  # tmpfs: a memory copy, never a wait for a disk
-        if got == size:
-            return bytes(buf)
+            if os.preadv(fd, [buf], pos, os.RWF_NOWAIT) == size:
+                return bytes(buf)
+        except OSError as exc:  # EAGAIN: not all cached; EOPNOTSUPP: this file system cannot say
+            if exc.errno == errno.EOPNOTSUPP:
+                _no_nowait.add(os.fstat(fd).st_dev)
     return await anyio.to_thread.run_sync(os.pread, fd, size, pos)
+
+
+def _read_mode(dev: int) -> str:
+    """How to read files of device ``dev``: ``direct``, ``nowait`` or ``thread`` (see :func:`_read_block`)."""
+    if _in_memory(dev):
+        return "direct"
+    if _NOWAIT and dev not in _no_nowait:
+        return "nowait"
+    return "thread"
 
 
 _NOWAIT = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
 _MEMORY_FS = frozenset({"tmpfs", "ramfs"})
 _memory_devices: dict[int, bool] = {}
+#: devices whose file system answered EOPNOTSUPP to RWF_NOWAIT
+_no_nowait: set[int] = set()
 
 
 def _in_memory(dev: int) -> bool:

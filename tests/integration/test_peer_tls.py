@@ -287,3 +287,38 @@ def test_renewed_certificate_is_reloaded(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"renewing\.pem"):
         tls.reload_if_changed()
     assert tls.not_after > first + 40 * 86400
+
+
+def test_metadata_from_peers_goes_to_tls_peers_only(
+    pki: Pki, server: tuple[int, PeerServer], tmp_path: Path
+) -> None:
+    """With the origin down, TUF metadata comes from a peer over mutual TLS; a plain http:// peer in
+    the list is never contacted."""
+    from swarmupdate.trust.fetcher import FallbackFetcher
+
+    port, peer = server
+    (peer.metadata_dir / "timestamp.json").write_text('{"signed": {"version": 3}}')
+    plain = socket.socket()
+    plain.bind(("127.0.0.1", 0))
+    plain.listen()
+    plain.setblocking(False)
+    dead = socket.socket()  # a port nobody listens on: the origin is down
+    dead.bind(("127.0.0.1", 0))
+    origin = f"http://127.0.0.1:{dead.getsockname()[1]}"
+    fetcher = FallbackFetcher(
+        f"{origin}/metadata/",
+        f"{origin}/targets/",
+        lambda: [f"http://127.0.0.1:{plain.getsockname()[1]}", f"https://127.0.0.1:{port}"],
+        peer_tls=PeerTLS(pki.cfg("client")).client,
+        connect_timeout=2.0,
+    )
+    try:
+        with fetcher.download_file(f"{origin}/metadata/timestamp.json", 10_000) as f:
+            assert f.read() == b'{"signed": {"version": 3}}'
+        assert fetcher.served_by_peers == 1
+        with pytest.raises(BlockingIOError):
+            plain.accept()  # the plain peer was never asked
+    finally:
+        fetcher.close()
+        plain.close()
+        dead.close()
