@@ -173,15 +173,29 @@ class Host:
 
 
 def _shape(ns: str, dev: str, mbit: float) -> None:
-    """HTB at ``mbit`` on ``dev``'s egress in ``ns``, with fq_codel under it so one flow cannot fill the
-    queue for the others (falls back to the default leaf when fq_codel is missing)."""
+    """HTB at ``mbit`` on ``dev``'s egress in ``ns``: one class for small packets (pure ACKs, requests,
+    short answers), served first, and one for the bulk, sharing the rate; fq_codel under each when the
+    kernel has it.
+
+    A link shaped with a plain FIFO queues a host's ACKs behind its own uploads: on the 20 Mbit/s links
+    its queue reached hundreds of kilobytes, so the ACKs of everything the host *downloaded* came
+    150-300 ms late, and every sender to it was held back by the receiver's uplink instead of its own
+    (``ss`` showed RTTs of 150-300 ms on a path with no latency). Real uplinks do not do that: fq_codel,
+    the default queue of systemd-based distributions, serves sparse flows (ACKs, requests) ahead of
+    bulk ones. This kernel has no fq_codel (nor sfq, fq or prio), so the small-packet class is the
+    nearest it can do; when fq_codel is there, it also keeps each class's queue short.
+    """
     rate = f"{mbit:g}mbit"
+    small = f"{max(mbit / 10, 0.1):g}mbit"
+    bulk = f"{max(mbit - mbit / 10, 0.1):g}mbit"
+
+    def tc(*args: str, check: bool = True) -> None:
+        _run("tc", "-n", ns, *args, check=check)
+
+    # r2q: HTB's quantum (rate / r2q bytes) within its bounds for these rates
+    tc("qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "10", "r2q", "100")
     # burst: at least one 64 KiB GSO segment, so HTB does not stall on veth's large packets
-    _run("tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "10")
-    _run(
-        "tc",
-        "-n",
-        ns,
+    tc(
         "class",
         "replace",
         "dev",
@@ -189,7 +203,7 @@ def _shape(ns: str, dev: str, mbit: float) -> None:
         "parent",
         "1:",
         "classid",
-        "1:10",
+        "1:1",
         "htb",
         "rate",
         rate,
@@ -200,20 +214,61 @@ def _shape(ns: str, dev: str, mbit: float) -> None:
         "cburst",
         "128k",
     )
-    _run(
-        "tc",
-        "-n",
-        ns,
-        "qdisc",
+    for classid, share, prio in (("1:5", small, "0"), ("1:10", bulk, "1")):
+        tc(
+            "class",
+            "replace",
+            "dev",
+            dev,
+            "parent",
+            "1:1",
+            "classid",
+            classid,
+            "htb",
+            "rate",
+            share,
+            "ceil",
+            rate,
+            "burst",
+            "128k",
+            "cburst",
+            "128k",
+            "prio",
+            prio,
+        )
+        tc(
+            "qdisc",
+            "replace",
+            "dev",
+            dev,
+            "parent",
+            classid,
+            "handle",
+            f"{classid.split(':')[1]}:",
+            "fq_codel",
+            check=False,
+        )
+    # IPv4 packets under 512 bytes (IP total length) to the small class; everything else is bulk
+    tc(
+        "filter",
         "replace",
         "dev",
         dev,
         "parent",
-        "1:10",
-        "handle",
-        "10:",
-        "fq_codel",
-        check=False,
+        "1:",
+        "protocol",
+        "ip",
+        "prio",
+        "1",
+        "u32",
+        "match",
+        "u16",
+        "0x0000",
+        "0xfe00",
+        "at",
+        "2",
+        "flowid",
+        "1:5",
     )
 
 
