@@ -403,9 +403,9 @@ class Download:
             wait = event.retry_after if event.retry_after is not None else cfg.busy_backoff
             # Never sooner than asked, and spread out so that the peers turned away together do not
             # all come back in the same instant.
-            self._peers.record_busy(state, now, wait * (1.0 + BUSY_JITTER * self._rng.random()))
-            floor = float(min(cfg.per_peer_inflight, cfg.max_inflight))
-            self._window = max(floor, self._window * WINDOW_SHRINK)
+            if self._peers.record_busy(state, now, wait * (1.0 + BUSY_JITTER * self._rng.random())):
+                floor = float(min(cfg.per_peer_inflight, cfg.max_inflight))
+                self._window = max(floor, self._window * WINDOW_SHRINK)
         elif kind == "timeout":
             state.strikes += 1
             # a peer that never delivered gets no second wait: its bitfield may be a lie that keeps
@@ -574,7 +574,9 @@ class Download:
         ready = [
             p
             for p in live
-            if p.backoff_until <= now and p.mask & want and len(p.inflight) < (cap if p.delivered else 1)
+            if p.backoff_until <= now
+            and p.mask & want
+            and len(p.inflight) < ((cap if p.limit >= cap else int(p.limit)) if p.delivered else 1)
         ]
         if ready:
             union = 0

@@ -34,6 +34,9 @@ MISSING_PENALTY = 0.5
 #: claims chunks it does not send (stalls, trickles, 404s) would otherwise come back with every
 #: tracker answer and hide those chunks from the origin fallback again
 BAN_AFTER_STRIKES = 3
+#: a peer's learned ``limit`` grows by this much at each of its deliveries (one more request at once
+#: every two deliveries, to find out whether it has room again)
+LIMIT_GROWTH = 0.5
 
 
 @dataclass(slots=True, eq=False)
@@ -56,6 +59,9 @@ class PeerState:
     complete: bool = False
     #: chunk indexes requested from it and not yet answered
     inflight: set[int] = field(default_factory=set)
+    #: how many of our requests it takes at once, as learned from a 429 that came while others of ours
+    #: were in flight there (its upload slots held our own requests); grows back with its deliveries
+    limit: float = math.inf
     throughput: float | None = None
     #: chunks it delivered (and that verified)
     delivered: int = 0
@@ -79,11 +85,14 @@ class PeerState:
         return self.info.peer_id
 
     def slots(self, cap: int) -> int:
-        """Requests it may have in flight: one until it has delivered a chunk, then ``cap``.
+        """Requests it may have in flight: one until it has delivered a chunk, then ``cap`` (or what
+        it was seen to take at once, when fewer: see ``limit``).
 
         A peer that serves garbage or nothing thus ties up one request slot, not ``cap``.
         """
-        return cap if self.delivered else 1
+        if not self.delivered:
+            return 1
+        return cap if self.limit >= cap else int(self.limit)
 
     def score(self, typical: float) -> float:
         """Expected throughput in bytes/s, after penalties; ``typical`` stands in when never measured."""
@@ -206,6 +215,7 @@ class PeerTable:
         self.typical = sample if not self._measured else (1 - EWMA_ALPHA) * self.typical + EWMA_ALPHA * sample
         self._measured = True
         state.delivered += 1
+        state.limit += LIMIT_GROWTH
         state.penalty = 1.0
         state.timeouts = state.errors = 0
 
@@ -222,9 +232,16 @@ class PeerTable:
         state.errors += 1
         return state.errors >= drop_after
 
-    def record_busy(self, state: PeerState, now: float, wait: float) -> None:
+    def record_busy(self, state: PeerState, now: float, wait: float) -> bool:
+        """A 429. While others of our requests are in flight there, its slots hold our own requests:
+        it is not busy with others, so no pause (it would idle as soon as ours are sent); we only ask
+        it for no more than it took. Else it serves others: pause for ``wait``. True when it paused."""
+        if state.inflight:
+            state.limit = float(len(state.inflight))
+            return False
         state.penalty *= BUSY_PENALTY
         state.backoff_until = max(state.backoff_until, now + wait)
+        return True
 
     def record_missing(self, state: PeerState) -> None:
         state.penalty *= MISSING_PENALTY

@@ -306,6 +306,37 @@ def test_busy_without_retry_after_uses_the_default_backoff() -> None:
     assert [src for _, src in requests(dl.poll(wake))] == ["a"]
 
 
+def test_a_429_while_its_slots_hold_our_requests_is_a_limit_not_a_pause() -> None:
+    cfg = DownloadConfig(per_peer_inflight=4, max_inflight=8, busy_backoff=1.0)
+    dl, first = with_peers(20, {"a": range(20), "b": [19]}, cfg)
+    ((i0, src),) = [r for r in requests(first) if r[1] == "a"]
+    got = [r for r in requests(arrive(dl, i0, "a", 0.5)) if r[1] == "a"]
+    assert len(got) == 4  # it delivered: four at once
+    # it took three; the fourth came back 429 because its upload slots hold our own three
+    window = dl._window
+    refused = got[3][0]
+    assert requests(dl.handle(ChunkFailed(refused, "a", "busy", retry_after=1.0), 0.6)) == []
+    state = dl.peers.get("a")
+    assert state is not None and state.backoff_until <= 0.6  # no pause: it is busy with us, not others
+    assert dl._window == window  # nor is the swarm busy
+    # one of ours arrives: the next goes at once (no Retry-After wait), and no more than it took
+    nxt = requests(arrive(dl, got[0][0], "a", 0.7))
+    assert [s for _, s in nxt] == ["a"] and len(state.inflight) == 3
+    # deliveries let it grow again, one request more every two deliveries: the second makes it four
+    index = next(iter(state.inflight))
+    arrive(dl, index, "a", 0.8)
+    assert len(state.inflight) == 4
+
+
+def test_a_429_with_nothing_of_ours_there_still_pauses_that_peer() -> None:
+    cfg = DownloadConfig(per_peer_inflight=4, max_inflight=8, busy_backoff=1.0)
+    dl, first = with_peers(4, {"a": range(4)}, cfg)
+    ((index, _),) = requests(first)
+    dl.handle(ChunkFailed(index, "a", "busy", retry_after=2.0), 1.0)
+    state = dl.peers.get("a")
+    assert state is not None and state.backoff_until >= 3.0 and state.limit == float("inf")
+
+
 def test_busy_swarm_shrinks_the_request_window_and_deliveries_grow_it_back() -> None:
     cfg = DownloadConfig(per_peer_inflight=2, max_inflight=8)
     dl, first = with_peers(40, {f"p{i}": range(40) for i in range(8)}, cfg)
