@@ -314,7 +314,11 @@ class SwarmRuntime:
             else:
                 self.error = ""
                 self._mark(u, source, nbytes)
-                event = ChunkArrived(u, peer_id, nbytes, self.clock() - started)
+                took = self.clock() - started
+                log.debug(
+                    "chunk_arrived", swarm=self.swarm[:12], peer=peer_id or "origin", bytes=nbytes, took=took
+                )
+                event = ChunkArrived(u, peer_id, nbytes, took)
             self._send(event)
 
     def _mark(self, u: int, source: str, nbytes: int) -> None:

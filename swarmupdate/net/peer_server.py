@@ -43,6 +43,7 @@ from anyio.abc import TaskStatus
 
 from swarmupdate.model import PeerInfo, is_sha256_hex
 from swarmupdate.net.httpserver import FileBody, Request, Response, ServerLimits, ServerStats, serve
+from swarmupdate.obs.logging import get_logger
 from swarmupdate.swarm.bitfield import Bitfield
 
 __all__ = [
@@ -87,6 +88,8 @@ class ChunkSource(Protocol):
 
     def path(self, sha256: str) -> Path: ...
 
+
+log = get_logger("swarmupdate.net.peer_server")
 
 #: the longest a bitfield long poll is held (seconds), and how many may be held at once
 MAX_HOLD = 10.0
@@ -201,6 +204,7 @@ class PeerServer:
         if not self.store.has(sha):  # an in-memory index: no need for a thread
             return _text(404, "no such chunk")
         if len(self.active) >= self.max_upload_slots and not self._preempt(client):
+            log.debug("upload_refused", client=client, chunk=sha[:12])
             return Response(429, b"upload slots full\n", {"retry-after": "1"}, "text/plain")
         try:
             path = self.store.path(sha)
@@ -213,6 +217,7 @@ class PeerServer:
 
         def done() -> None:
             nonlocal sending
+            log.debug("upload_done", client=client, chunk=sha[:12], sent=sending)
             self.active.pop(response, None)
             if sending:
                 sending = False
@@ -233,6 +238,7 @@ class PeerServer:
             done()
             return Response(429, b"upload slots full\n", {"retry-after": "1"}, "text/plain")
         response.progressed = anyio.current_time()
+        log.debug("upload_start", client=client, chunk=sha[:12])
         response.on_done = done
         return response
 
