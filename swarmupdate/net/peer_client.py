@@ -35,6 +35,7 @@ from swarmupdate.net.http1 import (
 from swarmupdate.net.peer_server import (
     PEER_HEADER,
     PULLING_HEADER,
+    RETRY_HEADER,
     VERSION_HEADER,
     parse_pulling,
     peer_header,
@@ -342,10 +343,21 @@ def _check_status(status: int, headers: Mapping[str, str], url: str) -> None:
     if status == 404:
         raise FetchError("missing", f"{url}: 404")
     if status == 429:
-        retry = headers.get("retry-after", "")
-        ok = retry.isascii() and retry.isdecimal() and len(retry) <= 6
-        raise FetchError("busy", f"{url}: 429", float(retry) if ok else None)
+        raise FetchError("busy", f"{url}: 429", _retry_after(headers))
     raise FetchError("error", f"{url}: HTTP {status}")
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """A 429's wait: an agent's estimate in decimal seconds (``X-Swarmupdate-Retry-After``, between 0
+    and 60), else the standard ``Retry-After`` in whole seconds, else None."""
+    precise = headers.get(RETRY_HEADER, "")
+    if 0 < len(precise) <= 8 and precise.isascii() and precise.replace(".", "", 1).isdecimal():
+        value = float(precise)
+        if 0 < value <= 60:
+            return value
+    retry = headers.get("retry-after", "")
+    ok = retry.isascii() and retry.isdecimal() and len(retry) <= 6
+    return float(retry) if ok else None
 
 
 def chunk_url(base: str, sha256: str, *, origin: bool) -> str:

@@ -91,6 +91,12 @@ class ChunkSource(Protocol):
 
 log = get_logger("swarmupdate.net.peer_server")
 
+#: a 429's estimate of when an upload slot frees up, in decimal seconds (see PeerServer._busy), and
+#: its bounds
+RETRY_HEADER = "x-swarmupdate-retry-after"
+RETRY_MIN = 0.05
+RETRY_MAX = 1.0
+
 #: the longest a bitfield long poll is held (seconds), and how many may be held at once
 MAX_HOLD = 10.0
 MAX_HELD = 256
@@ -152,6 +158,10 @@ class PeerServer:
         # (a semaphore, not a lock: whoever finishes an upload hands the turn on, whichever task it is)
         self._sending = anyio.Semaphore(1)
         self._waiting_turn: dict[Response, anyio.CancelScope] = {}
+        #: when the upload holding the turn began sending (None: no upload is being sent), and how
+        #: long one upload takes to send, lately: a 429 says when a slot should free up
+        self._sending_since: float | None = None
+        self._upload_time = 0.0
         #: the chunk responses holding an upload slot, and the address of the client of each
         self.active: dict[Response, str] = {}
         #: uploads whose slot went to another peer
@@ -205,7 +215,7 @@ class PeerServer:
             return _text(404, "no such chunk")
         if len(self.active) >= self.max_upload_slots and not self._preempt(client):
             log.debug("upload_refused", client=client, chunk=sha[:12])
-            return Response(429, b"upload slots full\n", {"retry-after": "1"}, "text/plain")
+            return self._busy()
         try:
             path = self.store.path(sha)
         except KeyError:  # evicted since has(): the same as never held
@@ -221,6 +231,10 @@ class PeerServer:
             self.active.pop(response, None)
             if sending:
                 sending = False
+                if self._sending_since is not None:
+                    took = anyio.current_time() - self._sending_since
+                    self._upload_time = 0.7 * self._upload_time + 0.3 * took if self._upload_time else took
+                    self._sending_since = None
                 self._sending.release()
 
         try:
@@ -236,11 +250,27 @@ class PeerServer:
             raise
         if response not in self.active:  # its slot went to another peer while it waited
             done()
-            return Response(429, b"upload slots full\n", {"retry-after": "1"}, "text/plain")
-        response.progressed = anyio.current_time()
+            return self._busy()
+        response.progressed = self._sending_since = anyio.current_time()
         log.debug("upload_start", client=client, chunk=sha[:12])
         response.on_done = done
         return response
+
+    def _busy(self) -> Response:
+        """429, with when a slot should free up: when the upload being sent should be done.
+
+        ``Retry-After`` counts whole seconds, and at 100 Mbit/s a chunk is sent in a tenth of one:
+        a requester told 1 s came back long after the slot was free, and the uploader sat idle.
+        ``X-Swarmupdate-Retry-After`` gives the estimate in decimal seconds (the typical time one
+        upload takes here, less the time the current one has been sending; between RETRY_MIN and
+        RETRY_MAX); other clients read the standard header.
+        """
+        wait = RETRY_MAX
+        if self._upload_time and self._sending_since is not None:
+            left = self._upload_time - (anyio.current_time() - self._sending_since)
+            wait = min(RETRY_MAX, max(RETRY_MIN, left))
+        headers = {"retry-after": "1", RETRY_HEADER: f"{wait:.2f}"}
+        return Response(429, b"upload slots full\n", headers, "text/plain")
 
     @property
     def uploads(self) -> int:

@@ -22,7 +22,7 @@ from swarmupdate.errors import FetchError
 from swarmupdate.model import ChunkRef, PeerInfo
 from swarmupdate.net import peer_server
 from swarmupdate.net.http1 import Http1Pool, HttpConnectError, HttpError, HttpProtocolError, HttpUrlError
-from swarmupdate.net.peer_client import MIN_RATE, PeerClient, chunk_url
+from swarmupdate.net.peer_client import MIN_RATE, PeerClient, _check_status, chunk_url
 from swarmupdate.net.peer_server import PULLING_HEADER, PeerServer, parse_pulling
 from swarmupdate.store.disk import DiskChunkStore
 from swarmupdate.store.memory import MemoryChunkStore
@@ -538,3 +538,23 @@ async def test_bitfield_long_poll_answers_at_the_change_or_after_wait(tmp_path: 
 async def _bump_later(swarms: VersionedDirectory, chunk: int, delay: float) -> None:
     await anyio.sleep(delay)
     swarms.bump(chunk)
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"retry-after": "1", "x-swarmupdate-retry-after": "0.25"}, 0.25),
+        ({"x-swarmupdate-retry-after": "0.05"}, 0.05),
+        ({"retry-after": "2", "x-swarmupdate-retry-after": "soon"}, 2.0),
+        ({"retry-after": "2", "x-swarmupdate-retry-after": "0"}, 2.0),
+        ({"retry-after": "2", "x-swarmupdate-retry-after": "61"}, 2.0),
+        ({"retry-after": "2", "x-swarmupdate-retry-after": "1e3"}, 2.0),
+        ({"retry-after": "2", "x-swarmupdate-retry-after": "0.1.2"}, 2.0),
+        ({"x-swarmupdate-retry-after": "\u00b2"}, None),
+        ({}, None),
+    ],
+)
+def test_a_429s_wait_prefers_the_agents_decimal_estimate(headers: dict[str, str], wait: float | None) -> None:
+    with pytest.raises(FetchError) as err:
+        _check_status(429, headers, "http://peer/v1/chunks/x")
+    assert err.value.kind == "busy" and err.value.retry_after == wait

@@ -185,7 +185,18 @@ def test_upload_slots_give_429(peer: tuple[str, PeerServer, str]) -> None:
         r = httpx.get(f"{url}/v1/chunks/{sha}")
         assert r.status_code == 429
         assert r.headers["retry-after"] == "1"
+        # no upload time measured yet: the estimate is the longest one
+        assert r.headers["x-swarmupdate-retry-after"] == "1.00"
+        # uploads take 0.4 s here, and the one being sent began 0.1 s ago: about 0.3 s to wait
+        server._upload_time, server._sending_since = 0.4, time.monotonic() - 0.1
+        r = httpx.get(f"{url}/v1/chunks/{sha}")
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        assert 0.05 <= float(r.headers["x-swarmupdate-retry-after"]) <= 0.3
+        # one sending far longer than usual (a slow reader): the shortest wait, not a negative one
+        server._sending_since = time.monotonic() - 5
+        assert httpx.get(f"{url}/v1/chunks/{sha}").headers["x-swarmupdate-retry-after"] == "0.05"
     finally:
+        server._sending_since = None
         for m in moving:
             server.active.pop(m)
     assert httpx.get(f"{url}/v1/chunks/{sha}").status_code == 200

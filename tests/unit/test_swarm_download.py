@@ -309,7 +309,7 @@ def test_busy_without_retry_after_uses_the_default_backoff() -> None:
 def test_a_429_while_its_slots_hold_our_requests_is_a_limit_not_a_pause() -> None:
     cfg = DownloadConfig(per_peer_inflight=4, max_inflight=8, busy_backoff=1.0)
     dl, first = with_peers(20, {"a": range(20), "b": [19]}, cfg)
-    ((i0, src),) = [r for r in requests(first) if r[1] == "a"]
+    ((i0, _),) = [r for r in requests(first) if r[1] == "a"]
     got = [r for r in requests(arrive(dl, i0, "a", 0.5)) if r[1] == "a"]
     assert len(got) == 4  # it delivered: four at once
     # it took three; the fourth came back 429 because its upload slots hold our own three
