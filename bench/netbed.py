@@ -189,87 +189,21 @@ def _shape(ns: str, dev: str, mbit: float) -> None:
     small = f"{max(mbit / 10, 0.1):g}mbit"
     bulk = f"{max(mbit - mbit / 10, 0.1):g}mbit"
 
-    def tc(*args: str, check: bool = True) -> None:
-        _run("tc", "-n", ns, *args, check=check)
+    def tc(command: str, check: bool = True) -> None:
+        _run("tc", "-n", ns, *command.split(), check=check)
 
-    # r2q: HTB's quantum (rate / r2q bytes) within its bounds for these rates
-    tc("qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "10", "r2q", "100")
-    # burst: at least one 64 KiB GSO segment, so HTB does not stall on veth's large packets
-    tc(
-        "class",
-        "replace",
-        "dev",
-        dev,
-        "parent",
-        "1:",
-        "classid",
-        "1:1",
-        "htb",
-        "rate",
-        rate,
-        "ceil",
-        rate,
-        "burst",
-        "128k",
-        "cburst",
-        "128k",
-    )
-    for classid, share, prio in (("1:5", small, "0"), ("1:10", bulk, "1")):
+    # r2q: HTB's quantum (rate / r2q bytes) within its bounds for these rates; burst: at least one
+    # 64 KiB GSO segment, so HTB does not stall on veth's large packets
+    tc(f"qdisc replace dev {dev} root handle 1: htb default 10 r2q 100")
+    tc(f"class replace dev {dev} parent 1: classid 1:1 htb rate {rate} ceil {rate} burst 128k cburst 128k")
+    for leaf, share, prio in (("5", small, "0"), ("10", bulk, "1")):
         tc(
-            "class",
-            "replace",
-            "dev",
-            dev,
-            "parent",
-            "1:1",
-            "classid",
-            classid,
-            "htb",
-            "rate",
-            share,
-            "ceil",
-            rate,
-            "burst",
-            "128k",
-            "cburst",
-            "128k",
-            "prio",
-            prio,
+            f"class replace dev {dev} parent 1:1 classid 1:{leaf} htb rate {share} ceil {rate}"
+            f" burst 128k cburst 128k prio {prio}"
         )
-        tc(
-            "qdisc",
-            "replace",
-            "dev",
-            dev,
-            "parent",
-            classid,
-            "handle",
-            f"{classid.split(':')[1]}:",
-            "fq_codel",
-            check=False,
-        )
+        tc(f"qdisc replace dev {dev} parent 1:{leaf} handle {leaf}: fq_codel", check=False)
     # IPv4 packets under 512 bytes (IP total length) to the small class; everything else is bulk
-    tc(
-        "filter",
-        "replace",
-        "dev",
-        dev,
-        "parent",
-        "1:",
-        "protocol",
-        "ip",
-        "prio",
-        "1",
-        "u32",
-        "match",
-        "u16",
-        "0x0000",
-        "0xfe00",
-        "at",
-        "2",
-        "flowid",
-        "1:5",
-    )
+    tc(f"filter replace dev {dev} parent 1: protocol ip prio 1 u32 match u16 0x0000 0xfe00 at 2 flowid 1:5")
 
 
 @dataclass
