@@ -36,6 +36,7 @@ from swarmupdate.net.peer_server import (
     PEER_HEADER,
     PULLING_HEADER,
     RETRY_HEADER,
+    RETRY_MIN,
     VERSION_HEADER,
     parse_pulling,
     peer_header,
@@ -354,7 +355,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     if 0 < len(precise) <= 8 and precise.isascii() and precise.replace(".", "", 1).isdecimal():
         value = float(precise)
         if 0 < value <= 60:
-            return value
+            return max(value, RETRY_MIN)  # a peer cannot have itself asked again at once
     retry = headers.get("retry-after", "")
     ok = retry.isascii() and retry.isdecimal() and len(retry) <= 6
     return float(retry) if ok else None

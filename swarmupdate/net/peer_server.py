@@ -231,10 +231,17 @@ class PeerServer:
             self.active.pop(response, None)
             if sending:
                 sending = False
-                if self._sending_since is not None:
+                if self._sending_since is not None and response.sent:
+                    # a whole body sent (not a HEAD); one taken back from a stalled reader, or slowed
+                    # by one, counts at most twice the typical time, or one such would stretch the
+                    # estimate for several uploads to come
                     took = anyio.current_time() - self._sending_since
-                    self._upload_time = 0.7 * self._upload_time + 0.3 * took if self._upload_time else took
-                    self._sending_since = None
+                    if self._upload_time:
+                        took = min(took, 2 * self._upload_time)
+                        self._upload_time = 0.7 * self._upload_time + 0.3 * took
+                    else:
+                        self._upload_time = took
+                self._sending_since = None
                 self._sending.release()
 
         try:
@@ -251,7 +258,9 @@ class PeerServer:
         if response not in self.active:  # its slot went to another peer while it waited
             done()
             return self._busy()
-        response.progressed = self._sending_since = anyio.current_time()
+        response.progressed = anyio.current_time()
+        if sending:  # (not one sent alongside after waiting MAX_TURN_WAIT for the turn)
+            self._sending_since = response.progressed
         log.debug("upload_start", client=client, chunk=sha[:12])
         response.on_done = done
         return response

@@ -177,6 +177,7 @@ class PeerTable:
         state.timeouts = state.errors = 0
         state.penalty = 1.0
         state.backoff_until = 0.0
+        state.limit = math.inf  # it may have restarted, or been given more upload slots
         self._live[info.peer_id] = state
         return True
 

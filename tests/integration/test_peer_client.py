@@ -545,6 +545,9 @@ async def _bump_later(swarms: VersionedDirectory, chunk: int, delay: float) -> N
     [
         ({"retry-after": "1", "x-swarmupdate-retry-after": "0.25"}, 0.25),
         ({"x-swarmupdate-retry-after": "0.05"}, 0.05),
+        ({"x-swarmupdate-retry-after": "0.001"}, 0.05),  # never sooner than the server's least
+        ({"x-swarmupdate-retry-after": ".5"}, 0.5),
+        ({"retry-after": "2", "x-swarmupdate-retry-after": "0."}, 2.0),
         ({"retry-after": "2", "x-swarmupdate-retry-after": "soon"}, 2.0),
         ({"retry-after": "2", "x-swarmupdate-retry-after": "0"}, 2.0),
         ({"retry-after": "2", "x-swarmupdate-retry-after": "61"}, 2.0),

@@ -326,6 +326,12 @@ def test_a_429_while_its_slots_hold_our_requests_is_a_limit_not_a_pause() -> Non
     index = next(iter(state.inflight))
     arrive(dl, index, "a", 0.8)
     assert len(state.inflight) == 4
+    # a peer that left and came back (restarted, perhaps with more slots) starts with no limit
+    dl.handle(ChunkFailed(next(iter(state.inflight)), "a", "busy", retry_after=1.0), 0.9)
+    assert state.limit == 3.0
+    dl.handle(PeerGone("a"), 1.0)
+    dl.handle(PeerSeen(peer("a")), 1.1)
+    assert state.limit == float("inf")
 
 
 def test_a_429_with_nothing_of_ours_there_still_pauses_that_peer() -> None:
