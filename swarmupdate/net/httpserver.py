@@ -21,6 +21,7 @@ import os
 import resource
 import socket
 import ssl
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,10 +473,16 @@ class _Connection:
         try:
             fd = os.open(body.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
+            fd = -1
+        if fd >= 0:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # a directory opens too (open_file in "rb" refused it)
+                os.close(fd)
+                fd = -1
+        if fd < 0:
             await self._send(request, Response(404, b"not found\n", content_type="text/plain"))
             return
         try:
-            st = os.fstat(fd)
             size = st.st_size
             length = body.length if body.length is not None else size - body.offset
             headers.append(("content-length", str(length)))

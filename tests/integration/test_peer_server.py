@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -486,3 +487,29 @@ def test_file_blocks_are_read_from_memory_and_disk_alike(tmp_path: Path) -> None
             os.close(fd)
             if path.parent == shm:
                 path.unlink()
+
+
+def test_a_chunk_path_that_is_no_file_is_404_and_no_descriptor_stays_open(
+    peer: tuple[str, PeerServer, str],
+) -> None:
+    """The chunk file is opened in the event loop with os.open, which also opens a directory: that is a
+    404 (not a 200 head and a cut body), and every path closes what it opened."""
+    url, server, sha = peer
+    fds = len(os.listdir("/proc/self/fd"))
+    assert httpx.get(f"{url}/v1/chunks/{sha}").status_code == 200
+    assert httpx.head(f"{url}/v1/chunks/{sha}").status_code == 200
+    path = server.store.path(sha)
+    path.unlink()
+    path.mkdir()
+    try:
+        reply = _raw(url, f"GET /v1/chunks/{sha} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        assert reply.startswith(b"HTTP/1.1 404"), reply[:80]
+    finally:
+        path.rmdir()
+    path.touch()  # gone from under the index: a 404 too, not a crash
+    path.unlink()
+    assert httpx.get(f"{url}/v1/chunks/{sha}").status_code == 404
+    deadline = time.monotonic() + 5
+    while len(os.listdir("/proc/self/fd")) > fds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir("/proc/self/fd")) <= fds
