@@ -69,3 +69,25 @@ def _store_error(path: Path, exc: OSError) -> StoreError:
     if exc.errno == errno.EROFS:
         return StoreError(f"{path}: read-only file system")
     return StoreError(f"{path}: {exc.strerror or exc}")
+
+
+#: file systems whose files live in memory: a read or an fsync there never waits for a disk
+MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+_memory_devices: dict[int, bool] = {}
+
+
+def in_memory(dev: int) -> bool:
+    """Whether the file system of device ``dev`` keeps its files in memory (from /proc/self/mountinfo;
+    False when that cannot be read). Remembered per device."""
+    known = _memory_devices.get(dev)
+    if known is None:
+        known = False
+        want = f"{os.major(dev)}:{os.minor(dev)}"
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/self/mountinfo").read_text().splitlines():
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == want and " - " in line:
+                    known = line.split(" - ", 1)[1].split()[0] in MEMORY_FILE_SYSTEMS
+                    break
+        _memory_devices[dev] = known
+    return known

@@ -32,6 +32,7 @@ import h11
 from anyio.abc import TaskStatus
 from anyio.streams.tls import TLSStream
 
+from swarmupdate.fsutil import in_memory
 from swarmupdate.obs.logging import get_logger
 
 __all__ = [
@@ -115,6 +116,10 @@ class ServerLimits:
     #: the kernel's send buffer per connection (SO_SNDBUF) when set: bytes "sent" are then close to
     #: bytes the client took, so a client that stops reading is seen to stop (None: the kernel's own)
     send_buffer: int | None = None
+    #: at most about this many bytes of a connection wait in the kernel unsent (TCP_NOTSENT_LOWAT)
+    #: when set: a write returns when its bytes are nearly on the wire, not when they are queued. The
+    #: bytes in flight are not limited (the window still grows with the path's delay). None: no limit
+    unsent_limit: int | None = None
 
 
 @dataclass
@@ -181,10 +186,7 @@ async def serve(
     pool = _Pool(limits.max_connections, stats or ServerStats())
 
     async def on_connection(stream: anyio.abc.SocketStream) -> None:
-        if limits.send_buffer is not None:
-            with contextlib.suppress(OSError):
-                sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.send_buffer)
+        tune_socket(stream.extra(anyio.abc.SocketAttribute.raw_socket), limits)
         conn = _Connection(stream, handler, limits, on_response)
         pool.add(conn)
         try:
@@ -528,6 +530,21 @@ class _Connection:
                     await self.stream.send(data[at : at + TLS_PIECE])
 
 
+#: Linux's TCP_NOTSENT_LOWAT (the socket module names it from Python 3.12 on some builds only)
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+
+
+def tune_socket(sock: socket.socket, limits: ServerLimits) -> None:
+    """Apply ``limits.send_buffer`` and ``limits.unsent_limit`` to an accepted connection (best effort:
+    a kernel without an option serves as before)."""
+    if limits.send_buffer is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.send_buffer)
+    if limits.unsent_limit is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, limits.unsent_limit)
+
+
 async def _read_block(fd: int, pos: int, size: int, how: str) -> bytes:
     """Up to ``size`` bytes of ``fd`` at ``pos``, read as :func:`_read_mode` said for its file system.
 
@@ -552,7 +569,7 @@ async def _read_block(fd: int, pos: int, size: int, how: str) -> bytes:
 
 def _read_mode(dev: int) -> str:
     """How to read files of device ``dev``: ``direct``, ``nowait`` or ``thread`` (see :func:`_read_block`)."""
-    if _in_memory(dev):
+    if in_memory(dev):
         return "direct"
     if _NOWAIT and dev not in _no_nowait:
         return "nowait"
@@ -560,26 +577,8 @@ def _read_mode(dev: int) -> str:
 
 
 _NOWAIT = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
-_MEMORY_FS = frozenset({"tmpfs", "ramfs"})
-_memory_devices: dict[int, bool] = {}
 #: devices whose file system answered EOPNOTSUPP to RWF_NOWAIT
 _no_nowait: set[int] = set()
-
-
-def _in_memory(dev: int) -> bool:
-    """Whether the file system of device ``dev`` keeps its files in memory (from /proc/self/mountinfo)."""
-    known = _memory_devices.get(dev)
-    if known is None:
-        known = False
-        want = f"{os.major(dev)}:{os.minor(dev)}"
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/self/mountinfo").read_text().splitlines():
-                fields = line.split()
-                if len(fields) > 2 and fields[2] == want and " - " in line:
-                    known = line.split(" - ", 1)[1].split()[0] in _MEMORY_FS
-                    break
-        _memory_devices[dev] = known
-    return known
 
 
 def _content_length(event: h11.Request) -> int | None:

@@ -56,6 +56,8 @@ PEER_GRACE = 10.0
 
 
 class _Writer(Protocol):
+    commit_blocks: bool
+
     def write(self, data: bytes | memoryview) -> None: ...
 
     def commit(self) -> None: ...
@@ -215,7 +217,10 @@ class PeerClient:
                     await self.download_pace(len(piece))
                 writer.write(piece)
                 progress(len(piece))
-            await anyio.to_thread.run_sync(writer.commit)
+            if writer.commit_blocks:
+                await anyio.to_thread.run_sync(writer.commit)
+            else:  # (a store in memory: no disk to wait for, and a thread hop costs more than the commit)
+                writer.commit()
         except BaseException:
             writer.abort()
             raise

@@ -109,10 +109,19 @@ PREEMPT_AFTER = 2.0
 MAX_TURN_WAIT = 3.0
 #: the peer server writes file bodies in blocks of this size
 UPLOAD_BLOCK = 256 * 1024
+#: at most about this many bytes of an upload wait unsent in the kernel (TCP_NOTSENT_LOWAT). Uploads are
+#: sent one at a time (see PeerServer), and the turn passes on when the last block is written: with
+#: the kernel's own limit (the whole send buffer, 1 MiB here) a chunk of up to 1 MiB was "written" at
+#: once, so every upload was in fact sent alongside the others, each at a share of the uplink
+UNSENT_LIMIT = 128 * 1024
 
 
 _LIMITS = ServerLimits(
-    max_header_bytes=8192, max_body_bytes=0, write_block=UPLOAD_BLOCK, send_buffer=2 * UPLOAD_BLOCK
+    max_header_bytes=8192,
+    max_body_bytes=0,
+    write_block=UPLOAD_BLOCK,
+    send_buffer=2 * UPLOAD_BLOCK,
+    unsent_limit=UNSENT_LIMIT,
 )
 
 

@@ -36,6 +36,9 @@ class ChunkWriter(Protocol):
     already called), an exception aborts.
     """
 
+    #: whether :meth:`commit` may wait for a disk: then it is called from a worker thread
+    commit_blocks: bool
+
     def write(self, data: bytes | memoryview) -> None:
         """Append ``data``.
 

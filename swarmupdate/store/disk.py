@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Self
 
 from swarmupdate.errors import StoreError
+from swarmupdate.fsutil import in_memory
 from swarmupdate.model import ChunkRef, is_sha256_hex
 from swarmupdate.store.base import check_chunk_id
 from swarmupdate.store.index import ChunkIndex
@@ -65,6 +66,9 @@ class DiskChunkStore:
                 raise StoreError(f"chunk store {root}: in use by another process") from exc
             raise self._error("lock the store", exc) from exc
         self._closed = False
+        #: the store is on tmpfs or ramfs: an fsync costs nothing, so a chunk is committed in the
+        #: caller's thread (a worker-thread hop per chunk cost an agent ~15% of its CPU at 100 Mbit/s)
+        self.in_memory = in_memory(os.fstat(self._dir_fd).st_dev)
         try:
             self._remove_temp_files()
             self._index = ChunkIndex(self._scan())
@@ -285,6 +289,7 @@ class _DiskWriter(VerifyingWriter):
         self._store = store
         self._fd = fd
         self._tmp = tmp
+        self.commit_blocks = not store.in_memory
 
     def _sink(self, data: memoryview) -> None:
         try:

@@ -167,6 +167,8 @@ class MemoryChunkStore:
 class _MemoryWriter(VerifyingWriter):
     """Collects one chunk's bytes in a buffer."""
 
+    commit_blocks = False
+
     def __init__(self, store: MemoryChunkStore, ref: ChunkRef) -> None:
         super().__init__(ref)
         self._store = store

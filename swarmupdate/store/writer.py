@@ -21,6 +21,10 @@ class VerifyingWriter(abc.ABC):
     (:meth:`_publish`) and how a failed one is dropped (:meth:`_discard`).
     """
 
+    #: whether :meth:`commit` may wait for a disk (an fsync): then call it from a worker thread, not
+    #: from an event loop. A store whose files live in memory says False
+    commit_blocks: bool = True
+
     def __init__(self, ref: ChunkRef) -> None:
         self.ref = ref
         self._hash = hashlib.sha256()

@@ -561,3 +561,65 @@ def test_a_429s_wait_prefers_the_agents_decimal_estimate(headers: dict[str, str]
     with pytest.raises(FetchError) as err:
         _check_status(429, headers, "http://peer/v1/chunks/x")
     assert err.value.kind == "busy" and err.value.retry_after == wait
+
+
+@pytest.mark.parametrize("blocks", [True, False])
+async def test_a_chunk_is_committed_in_a_worker_thread_only_when_its_commit_may_wait_for_a_disk(
+    tmp_path: Path, blocks: bool
+) -> None:
+    import threading
+
+    store = DiskChunkStore(tmp_path / "store")
+    store.put(REF, DATA)
+    server = PeerServer(
+        self_info=PeerInfo("me", "http://127.0.0.1:0"),
+        swarms=Directory(),
+        store=store,
+        metadata_dir=tmp_path / "md",
+        manifests_dir=tmp_path / "mf",
+    )
+    sink = MemoryChunkStore()
+    committed_in: list[int] = []
+
+    class Sink:
+        def writer(self, ref: ChunkRef) -> Any:
+            w = sink.writer(ref)
+            w.commit_blocks = blocks
+            commit = w.commit
+
+            def spy() -> None:
+                committed_in.append(threading.get_ident())
+                commit()
+
+            w.commit = spy  # type: ignore[method-assign]
+            return w
+
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        client = PeerClient()
+        url = chunk_url(f"http://127.0.0.1:{port}", REF.sha256, origin=False)
+        assert await client.fetch_chunk(url, REF, Sink()) == len(DATA)
+        tg.cancel_scope.cancel()
+    assert sink.read(REF.sha256) == DATA
+    assert (committed_in == [threading.get_ident()]) is not blocks
+
+
+def test_a_store_in_memory_commits_in_the_callers_thread(tmp_path: Path) -> None:
+    """tmpfs and ramfs have no disk to wait for; any other file system may."""
+    import os
+
+    from swarmupdate.fsutil import in_memory
+
+    assert MemoryChunkStore().writer(REF).commit_blocks is False
+    with DiskChunkStore(tmp_path / "store") as on_disk:
+        assert on_disk.writer(REF).commit_blocks is (not in_memory(os.stat(tmp_path).st_dev))
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        root = shm / f"swarmupdate-test-{os.getpid()}"
+        try:
+            with DiskChunkStore(root) as in_shm:
+                assert in_shm.writer(REF).commit_blocks is False
+        finally:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)

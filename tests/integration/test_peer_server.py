@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -465,13 +466,14 @@ def test_file_blocks_are_read_from_memory_and_disk_alike(tmp_path: Path) -> None
     otherwise; each gives the same bytes, also at an offset and at the end of the file."""
     import os
 
-    from swarmupdate.net.httpserver import _in_memory, _read_block, _read_mode
+    from swarmupdate.fsutil import in_memory
+    from swarmupdate.net.httpserver import _read_block, _read_mode
 
     data = os.urandom(700_000)
     shm = Path("/dev/shm")
     places = [tmp_path / "blocks.bin"]
     if shm.is_dir():
-        assert _in_memory(shm.stat().st_dev)
+        assert in_memory(shm.stat().st_dev)
         places.append(shm / f"swarmupdate-test-{os.getpid()}.bin")
     for path in places:
         path.write_bytes(data)
@@ -513,3 +515,54 @@ def test_a_chunk_path_that_is_no_file_is_404_and_no_descriptor_stays_open(
     while len(os.listdir("/proc/self/fd")) > fds and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(os.listdir("/proc/self/fd")) <= fds
+
+
+@pytest.mark.parametrize("unsent_limit", [True, False])
+def test_an_upload_is_written_only_as_fast_as_it_leaves(tmp_path: Path, unsent_limit: bool) -> None:
+    """The sending turn passes on when an upload's last block is written, so a block must be written
+    when it is nearly on the wire, not when it fits in the kernel's 1 MiB send buffer: with the peer
+    server's limits, a client that reads nothing has been "sent" little more than its own receive
+    buffer and the unsent limit (without that limit, the control: the whole send buffer more)."""
+    from swarmupdate.net import peer_server
+
+    store = DiskChunkStore(tmp_path / "store")
+    data = bytes(range(256)) * (4 * 1024 * 1024 // 256)
+    sha = hashlib.sha256(data).hexdigest()
+    store.put(ChunkRef(sha, len(data)), data)
+    (tmp_path / "md").mkdir()
+    limits = peer_server._LIMITS
+    assert limits.unsent_limit == peer_server.UNSENT_LIMIT
+    if not unsent_limit:
+        limits = dataclasses.replace(limits, unsent_limit=None)
+    server = PeerServer(
+        self_info=PeerInfo("me", "http://127.0.0.1:0", "site-a"),
+        swarms=Directory(),
+        store=store,
+        metadata_dir=tmp_path / "md",
+        manifests_dir=tmp_path,
+        limits=limits,
+    )
+    with anyio.from_thread.start_blocking_portal() as portal:
+        future, port = portal.start_task(server.serve, "127.0.0.1", 0)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # (the kernel doubles it)
+        try:
+            s.connect(("127.0.0.1", port))
+            s.sendall(f"GET /v1/chunks/{sha} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            time.sleep(0.5)  # the server writes what the kernel takes, then waits
+            sent = max((r.sent for r in server.active), default=0)
+            bound = 128 * 1024 + peer_server.UNSENT_LIMIT + peer_server.UPLOAD_BLOCK
+            if unsent_limit:
+                assert sent <= bound
+            else:
+                assert sent > bound
+            s.settimeout(10)
+            got = b""
+            while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < len(data):
+                piece = s.recv(1 << 20)
+                assert piece, "the server closed the connection before the whole body"
+                got += piece
+            assert hashlib.sha256(got.partition(b"\r\n\r\n")[2]).hexdigest() == sha
+        finally:
+            s.close()
+            future.cancel()
