@@ -53,9 +53,9 @@ class ChunkRef:
 class ChunkerParams:
     """FastCDC parameters, recorded in every manifest so a chunking can be reproduced."""
 
-    min: int = 256 * 1024
-    avg: int = 1024 * 1024
-    max: int = 4 * 1024 * 1024
+    min: int = 128 * 1024
+    avg: int = 512 * 1024
+    max: int = 2 * 1024 * 1024
     algorithm: str = "fastcdc"
 
 

@@ -395,7 +395,8 @@ class Agent:
             return
         try:
             result = await anyio.to_thread.run_sync(
-                partial(app.installer.install, rel.version, artifact, rel.sha256, consume=True)
+                # _assemble hashed the file as it wrote it: the installer moves it without hashing again
+                partial(app.installer.install, rel.version, artifact, rel.sha256, consume=True, verified=True)
             )
         except SwarmUpdateError as exc:
             bound.error("install_failed", error=str(exc))

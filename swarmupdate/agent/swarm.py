@@ -109,6 +109,8 @@ class SwarmRuntime:
                 self.members.append([])
             self.members[u].append(i)
             self.unique_of.append(u)
+        #: no chunk appears twice: unique indexes are manifest indexes (bitfields need no translating)
+        self._identity = len(self.unique) == len(chunks)
         self._events: MemoryObjectSendStream[Event] | None = None
         #: unique chunks being fetched from the origin right now (told to peers with the bitfield)
         self.origin_pulling: set[int] = set()
@@ -387,8 +389,12 @@ class SwarmRuntime:
                     else:
                         self._send(PeerGone(peer_id))
                     return
-                unique = Bitfield(
-                    len(self.unique), (u for u in range(len(self.unique)) if self.members[u][0] in bf)
+                unique = (
+                    bf
+                    if self._identity
+                    else Bitfield(
+                        len(self.unique), (u for u in range(len(self.unique)) if self.members[u][0] in bf)
+                    )
                 )
                 self._send(BitfieldUpdate(peer_id, unique, frozenset(self.unique_of[i] for i in pulling)))
                 asked = self._watching.get(peer_id, -math.inf)

@@ -8,6 +8,7 @@ import os
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -292,6 +293,38 @@ def test_a_consumed_artifact_is_moved_in_and_checked_once(
     assert installed.stat().st_ino == inode and not a1.exists()
     assert sha256_of(installed) == h1
     assert journal_state(tmp_path / "web") == "idle"
+
+
+@pytest.mark.parametrize("verified", [False, True])
+def test_a_verified_consumed_artifact_is_moved_in_without_a_second_hash(
+    tmp_path: Path, scripts: dict[str, tuple[str, ...]], monkeypatch: pytest.MonkeyPatch, verified: bool
+) -> None:
+    """The agent hashes its assembly as it writes it; the installer then only moves it. Without
+    ``verified`` (the control) the installer reads and hashes it once more."""
+    import hashlib
+
+    hashed: list[object] = []
+    real = hashlib.file_digest
+
+    def counting(f: Any, digest: Any) -> Any:
+        hashed.append(f)
+        return real(f, digest)
+
+    monkeypatch.setattr(hashlib, "file_digest", counting)
+    inst = installer(tmp_path, scripts)
+    a1, h1 = make_artifact(tmp_path / "a1", 1)
+    inode = a1.stat().st_ino
+    r = inst.install("1.0", a1, h1, consume=True, verified=verified)
+    assert r.result == "installed", r.message
+    installed = tmp_path / "web/current/artifact"
+    assert installed.stat().st_ino == inode and not a1.exists()
+    assert len(hashed) == (0 if verified else 1)
+    assert sha256_of(installed) == h1
+    # without consume, "verified" changes nothing: a file the installer does not own is checked
+    a2, h2 = make_artifact(tmp_path / "a2", 2)
+    hashed.clear()
+    assert inst.install("2.0", a2, h2, verified=True).result == "installed"
+    assert len(hashed) >= 1 and a2.exists()
 
 
 def test_a_consumed_artifact_that_is_not_the_signed_one_is_refused(

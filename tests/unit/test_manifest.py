@@ -26,7 +26,7 @@ def test_round_trip_and_format_is_the_designs() -> None:
     assert Manifest.decode(data) == m
     doc = json.loads(data)
     assert doc["format"] == 1
-    assert doc["chunker"] == {"algorithm": "fastcdc", "min": 262144, "avg": 1048576, "max": 4194304}
+    assert doc["chunker"] == {"algorithm": "fastcdc", "min": 131072, "avg": 524288, "max": 2097152}
     assert doc["chunks"][0] == [m.chunks[0].sha256, 10]
     assert set(doc) == {"format", "artifact", "length", "sha256", "chunker", "chunks"}
 
