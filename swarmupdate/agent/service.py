@@ -209,6 +209,7 @@ class Agent:
                     on_peer_hint=self._peer_hint,
                 )
                 self.metrics.watch_server(server)
+                self.client.idle = lambda: server.uploads == 0
                 self.peer_port = await tg.start(
                     partial(server.serve, ssl_context=self._tls_server if self.tls is not None else None),
                     host,

@@ -33,6 +33,7 @@ from swarmupdate.net.http1 import (
     HttpUrlError,
 )
 from swarmupdate.net.peer_server import (
+    IDLE_HEADER,
     PEER_HEADER,
     PULLING_HEADER,
     RETRY_HEADER,
@@ -88,6 +89,9 @@ class PeerClient:
         reached over ``https://`` only, presenting this machine's certificate."""
         #: who we are, sent with swarm requests so the peers we ask learn of us
         self.me = me
+        #: whether this machine uploads nothing right now (its peer server's state, set by the agent):
+        #: its chunk requests then say so, and a busy peer serves it before requesters that upload
+        self.idle: Callable[[], bool] | None = None
         self.request_timeout = request_timeout
         self.download_pace = download_pace
         self._http = httpx.AsyncClient(
@@ -157,7 +161,7 @@ class PeerClient:
                 return await self._fetch_chunk(url, ref, store, progress)
             self._refuse(url)
             if not url.startswith(self.peer_scheme):
-                return await self._fetch_chunk(url, ref, store, progress)
+                return await self._fetch_chunk(url, ref, store, progress, peer=True)
             return await self._fetch_chunk_lean(url, ref, store, progress)
         if scope.cancelled_caught:
             took = anyio.current_time() - started
@@ -165,11 +169,16 @@ class PeerClient:
             raise FetchError("timeout", f"{url}: {why} after {took:.0f}s")
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _chunk_headers(self) -> dict[str, str] | None:
+        return {IDLE_HEADER: "1"} if self.idle is not None and self.idle() else None
+
     async def _fetch_chunk(
-        self, url: str, ref: ChunkRef, store: _Store, progress: Callable[[int], None]
+        self, url: str, ref: ChunkRef, store: _Store, progress: Callable[[int], None], *, peer: bool = False
     ) -> int:
         try:
-            async with self._http.stream("GET", url) as response:
+            async with self._http.stream(
+                "GET", url, headers=self._chunk_headers() if peer else None
+            ) as response:
                 _check_status(response.status_code, response.headers, url)
                 declared = response.headers.get("content-length")
                 if declared is not None and declared != str(ref.length):
@@ -194,7 +203,7 @@ class PeerClient:
         self, url: str, ref: ChunkRef, store: _Store, progress: Callable[[int], None]
     ) -> int:
         try:
-            async with self._peers.get(url) as response:
+            async with self._peers.get(url, self._chunk_headers()) as response:
                 await _check_lean_status(response, url)
                 if response.length != ref.length:
                     raise FetchError(

@@ -48,6 +48,7 @@ from swarmupdate.swarm.bitfield import Bitfield
 
 __all__ = [
     "PEER_HEADER",
+    "IDLE_HEADER",
     "PULLING_HEADER",
     "PeerServer",
     "SwarmDirectory",
@@ -173,6 +174,10 @@ class PeerServer:
         self._upload_time = 0.0
         #: the chunk responses holding an upload slot, and the address of the client of each
         self.active: dict[Response, str] = {}
+        #: accepted uploads whose requester said it uploads nothing (see IDLE_HEADER)
+        self._idle_requests: set[Response] = set()
+        #: waiting uploads whose slot went to an idle requester (also counted in ``preempted``)
+        self.bumped = 0
         #: uploads whose slot went to another peer
         self.preempted = 0
         #: bitfield long polls waiting now, in all and per client address
@@ -203,7 +208,7 @@ class PeerServer:
             return _text(404, "not found")
         kind = parts[2]
         if kind == "chunks" and len(parts) == 4:
-            return await self._chunk(parts[3], _host(request.client))
+            return await self._chunk(parts[3], _host(request.client), request.headers.get(IDLE_HEADER) == "1")
         if kind == "swarms" and len(parts) == 5:
             self._hint(parts[3], request.headers.get(PEER_HEADER))
             if parts[4] == "bitfield" and not await self._hold(
@@ -217,12 +222,16 @@ class PeerServer:
             return await self._target(parts[3:])
         return _text(404, "not found")
 
-    async def _chunk(self, sha: str, client: str) -> Response:
+    async def _chunk(self, sha: str, client: str, idle: bool = False) -> Response:
         if not is_sha256_hex(sha):
             return _text(400, "chunk id must be 64 lowercase hex digits")
         if not self.store.has(sha):  # an in-memory index: no need for a thread
             return _text(404, "no such chunk")
-        if len(self.active) >= self.max_upload_slots and not self._preempt(client):
+        if (
+            len(self.active) >= self.max_upload_slots
+            and not self._preempt(client)
+            and not (idle and self._bump_busy_waiter())
+        ):
             log.debug("upload_refused", client=client, chunk=sha[:12])
             return self._busy()
         try:
@@ -232,12 +241,15 @@ class PeerServer:
         response = Response(200, FileBody(path, pace=self.upload_pace))
         response.progressed = anyio.current_time()
         self.active[response] = client
+        if idle:
+            self._idle_requests.add(response)
         sending = False
 
         def done() -> None:
             nonlocal sending
             log.debug("upload_done", client=client, chunk=sha[:12], sent=sending)
             self.active.pop(response, None)
+            self._idle_requests.discard(response)
             if sending:
                 sending = False
                 if self._sending_since is not None and response.sent:
@@ -316,6 +328,15 @@ class PeerServer:
                 newest = max((r for r, c in self.active.items() if c == greedy), key=lambda r: r.progressed)
                 return self._take_back(newest)
         return False
+
+    def _bump_busy_waiter(self) -> bool:
+        """Free a slot for an idle requester: the accepted upload that waits for its turn (it has sent
+        nothing) for a requester that did not say it is idle, the latest first. False when none."""
+        waiting = [r for r in self._waiting_turn if r in self.active and r not in self._idle_requests]
+        if not waiting:
+            return False
+        self.bumped += 1
+        return self._take_back(max(waiting, key=lambda r: r.progressed))
 
     def _take_back(self, response: Response) -> bool:
         self.active.pop(response, None)
@@ -454,6 +475,12 @@ class PeerServer:
         )
 
 
+#: ``X-Swarmupdate-Idle: 1`` on a chunk request: the requester uploads nothing right now. When the upload
+#: slots are full, it takes the slot of an accepted upload still waiting for its turn whose requester did
+#: not say so (that one gets a 429): a chunk given to a peer with an idle uplink is passed on at once,
+#: one given to a busy peer waits behind its other uploads. A hint: a requester that always says it
+#: is idle can only go before requesters that upload, never take a slot that is sending
+IDLE_HEADER = "x-swarmupdate-idle"
 #: ``X-Swarmupdate-Peer: <peer id> <url> [<site>]`` on swarm requests: who is asking, so the
 #: answering agent learns of newcomers at once instead of at its next tracker announce
 PEER_HEADER = "x-swarmupdate-peer"

@@ -623,3 +623,30 @@ def test_a_store_in_memory_commits_in_the_callers_thread(tmp_path: Path) -> None
             import shutil
 
             shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_chunk_requests_say_when_this_machine_uploads_nothing() -> None:
+    """The agent tells its client whether its peer server uploads anything; chunk requests to peers
+    then carry X-Swarmupdate-Idle: 1 (and only then, and never to the origin)."""
+    heads: list[bytes] = []
+
+    def reply(k: int, head: bytes) -> tuple[bytes, bool]:
+        heads.append(head)
+        return ok(DATA), False
+
+    async def check(base: str, _: list[int]) -> None:
+        client = PeerClient()
+        url = chunk_url(base, REF.sha256, origin=False)
+        assert await client.fetch_chunk(url, REF, MemoryChunkStore()) == len(DATA)  # no idle() set
+        uploading = True
+        client.idle = lambda: not uploading
+        assert await client.fetch_chunk(url, REF, MemoryChunkStore()) == len(DATA)
+        uploading = False
+        assert await client.fetch_chunk(url, REF, MemoryChunkStore()) == len(DATA)
+        origin = chunk_url(base, REF.sha256, origin=True)
+        assert await client.fetch_chunk(origin, REF, MemoryChunkStore(), origin=True) == len(DATA)
+        await client.aclose()
+
+    await with_raw(reply, check)
+    said = [b"x-swarmupdate-idle: 1" in h.lower() for h in heads]
+    assert said == [False, False, True, False]

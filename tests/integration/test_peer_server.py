@@ -283,11 +283,44 @@ def test_an_accepted_upload_waits_for_its_turn_and_a_429_if_taken_back(
     assert server._sending.value == 1
 
 
-def _stop_reading(url: str, sha: str) -> socket.socket:
+def test_an_idle_requester_takes_the_slot_of_a_waiting_upload_for_a_busy_one(
+    turns: tuple[str, PeerServer, str, anyio.from_thread.BlockingPortal],
+) -> None:
+    """A requester that uploads nothing says so; with the slots full it goes before an accepted upload
+    still waiting for its turn, whose requester did not say so (that one hears 429). It never takes a
+    slot that is sending, nor one that another idle requester holds."""
+    url, server, sha, _ = turns
+    sender = _stop_reading(url, sha)  # has the turn, and keeps it while its reader is stuck
+    busy = _stop_reading(url, sha)  # waits for its turn; did not say it is idle
+    idle: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 5
+        while (server.uploads < 2 or not server._waiting_turn) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.uploads == 2 and len(server._waiting_turn) == 1
+        # a requester that does not say it is idle: slots full
+        assert httpx.get(f"{url}/v1/chunks/{sha}", timeout=5).status_code == 429
+        idle.append(_stop_reading(url, sha, idle=True))
+        busy.settimeout(5)
+        assert busy.recv(12) == b"HTTP/1.1 429", "the busy requester's waiting upload gave way"
+        deadline = time.monotonic() + 5
+        while not (server.uploads == 2 and server._waiting_turn) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.uploads == 2 and server.bumped == 1
+        # the slots now hold the sending upload and an idle requester's: a second idle one is refused
+        r = httpx.get(f"{url}/v1/chunks/{sha}", headers={"X-Swarmupdate-Idle": "1"}, timeout=5)
+        assert r.status_code == 429 and server.bumped == 1
+    finally:
+        for s in (sender, busy, *idle):
+            s.close()
+
+
+def _stop_reading(url: str, sha: str, *, idle: bool = False) -> socket.socket:
     """A client that asks for the chunk and then reads nothing."""
     host, port = url.removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)), timeout=10)
-    s.sendall(f"GET /v1/chunks/{sha} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    hint = "X-Swarmupdate-Idle: 1\r\n" if idle else ""
+    s.sendall(f"GET /v1/chunks/{sha} HTTP/1.1\r\nHost: x\r\n{hint}\r\n".encode())
     return s
 
 
