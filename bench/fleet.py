@@ -101,7 +101,10 @@ def run_scenario(
     log: Callable[[str], None],
     prefix: str = "swb",
     warm: bool = False,
+    keep: bool = False,
 ) -> list[dict[str, Any]]:
+    """Run one scenario's contenders one after another; each run's files are deleted once it is
+    measured unless ``keep`` (a full run of every scenario would not fit on the tmpfs otherwise)."""
     size = sc.size_mib * MIB
     art = make_artifact(workdir / "artifact-1.bin", size, seed=1)
     out: list[dict[str, Any]] = []
@@ -112,6 +115,10 @@ def run_scenario(
             doc["warm"] = True
         out.append(doc)
         log(_one_line(doc))
+        if not keep:
+            for d in workdir.iterdir():
+                if d.is_dir() and d.name != "swarm":  # (the published release the swarm runs share)
+                    shutil.rmtree(d, ignore_errors=True)
 
     if sc.delta:
         new = changed_copy(art, workdir / "artifact-2.bin", 0.02, seed=2)
@@ -311,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mount = ["mount", "-t", "tmpfs", "-o", "size=75%,mode=0700", "swarmbench", str(workdir)]
         subprocess.run(mount, check=True)
     rows: list[dict[str, Any]] = []
+    failed = ""
     started = time.time()
     try:
         for name in names:
@@ -321,9 +329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.agents:
                 ns = tuple(int(x) for x in args.agents.split(","))
                 sc = dataclasses.replace(sc, swarm_n=ns, bt_n=ns, http_n=ns)
-            rows += run_scenario(sc, sc_dir, only, lambda s: print(s, flush=True), args.prefix, args.warm)
+            rows += run_scenario(
+                sc, sc_dir, only, lambda s: print(s, flush=True), args.prefix, args.warm, args.keep
+            )
     except KeyboardInterrupt:
         print("interrupted: the testbed is torn down; partial results follow", file=sys.stderr)
+    except Exception as exc:  # a run that fails must not take the finished runs' results with it
+        failed = f"{type(exc).__name__}: {exc}"
+        print(f"error: {failed}; the testbed is torn down; partial results follow", file=sys.stderr)
     finally:
         if args.keep:
             note = "" if args.on_disk else f" (a tmpfs: umount {workdir} when done)"
@@ -344,12 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timestamp": stamp,
         "duration_s": time.time() - started,
         "runs": rows,
+        "error": failed or None,
         "table": md,
         "plots": plots,
     }
     path = write_result("fleet", doc, args.out)
     print(f"results: {path}" + (f", plots: {', '.join(plots)}" if plots else ""))
-    return 0 if rows and all(r["complete"] and r["verified"] for r in rows) else 1
+    return 0 if rows and not failed and all(r["complete"] and r["verified"] for r in rows) else 1
 
 
 if __name__ == "__main__":
