@@ -54,6 +54,9 @@ class Run:
     wall: float
     verified: bool
     notes: dict[str, Any] = field(default_factory=dict)
+    #: CPU seconds each process had used when the clock started (warm runs start the clients first: their
+    #: start-up, imports and handshakes are not part of distributing the release)
+    cpu_before: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         agents = [u for name, u in self.usage.items() if name.startswith("a")]
@@ -63,6 +66,7 @@ class Run:
         t_min = t_min_seconds(self.agents, self.size, self.caps)
         cpu = sum(u.cpu_s for u in self.usage.values())
         delivered = self.size * len(done)
+        measured = cpu - sum(self.cpu_before.values())
         return {
             "contender": self.contender,
             "agents": self.agents,
@@ -81,6 +85,8 @@ class Run:
             "cpu_s": cpu,
             "cpu_s_agents": sum(u.cpu_s for u in agents),
             "cpu_s_per_gb": cpu / (delivered / 1e9) if delivered else None,
+            "cpu_s_measured": measured,
+            "cpu_s_per_gb_measured": measured / (delivered / 1e9) if delivered else None,
             "peak_rss_agent_mb": max((u.max_rss_bytes for u in agents), default=0) / 1e6,
             "median_rss_agent_mb": sorted(u.max_rss_bytes for u in agents)[len(agents) // 2] / 1e6
             if agents
@@ -316,6 +322,7 @@ def run_swarmupdate(
         size = pub.length
         tx0, rx0 = _counters(origin, agents)
         cpu = CpuMeter()
+        cpu_before = {p.name: p.cpu_s() for p in (*procs, origin_proc, tracker_proc)}
         t0 = time.monotonic()
         if then is None:
             procs = start()
@@ -352,6 +359,7 @@ def run_swarmupdate(
         wall,
         verified,
         {"agent_bytes_by_source": by_source, "new_chunk_bytes": pub.new_chunk_bytes},
+        cpu_before,
     )
 
 
@@ -412,6 +420,7 @@ def run_http(workdir: Path, artifact: Path, n: int, caps: Caps, *, timeout: floa
             out.unlink(missing_ok=True)
         tx0, rx0 = _counters(origin, agents)
         cpu = CpuMeter()
+        cpu_before = {origin_proc.name: origin_proc.cpu_s()}
         t0 = time.monotonic()
         # curl itself, so its own peak RSS is sampled; the bench hashes each file once all are done (about
         # 0.2 s per 64 MiB, left out of the time: the other contenders verify while they download)
@@ -435,7 +444,20 @@ def run_http(workdir: Path, artifact: Path, n: int, caps: Caps, *, timeout: floa
     verified = all(t is None or sha256_file(o) == expected for t, o in zip(done_at, outs, strict=True))
     for o in outs:
         o.unlink(missing_ok=True)
-    return Run("http", n, size, caps, done_at, tx1 - tx0, rx1 - rx0, usage, util, wall, verified)
+    return Run(
+        "http",
+        n,
+        size,
+        caps,
+        done_at,
+        tx1 - tx0,
+        rx1 - rx0,
+        usage,
+        util,
+        wall,
+        verified,
+        cpu_before=cpu_before,
+    )
 
 
 # ------------------------------------------------------------------------------------------ BitTorrent
@@ -510,6 +532,7 @@ def run_bittorrent(
         go.parent.mkdir()
         tx0, rx0 = _counters(origin, agents)
         cpu = CpuMeter()
+        cpu_before = {seeder.name: seeder.cpu_s()}
         t0 = time.monotonic()
         procs = [
             h.run(
@@ -541,6 +564,7 @@ def run_bittorrent(
                 time.sleep(0.02)
             tx0, rx0 = _counters(origin, agents)
             cpu = CpuMeter()
+            cpu_before = {p.name: p.cpu_s() for p in (*procs, seeder)}
             t0 = time.monotonic()
             go.touch()
         done_at = _poll_until(
@@ -572,4 +596,5 @@ def run_bittorrent(
         wall,
         verified,
         {"payload_downloaded": sum(int(st.get("downloaded_payload", 0)) for st in statuses)},
+        cpu_before,
     )

@@ -204,6 +204,7 @@ def _one_line(d: dict[str, Any]) -> str:
         f"{d['scenario']:<11} {d['contender']:<16} N={d['agents']:<3} T={_fmt(d['t_all_s'])}s "
         f"p50={_fmt(d['t_p50_s'])}s T_min={d['t_min_s']:.1f}s eff={_fmt(d['efficiency'], '.2f')} "
         f"origin={d['origin_copies']:.2f} copies cpu={_fmt(d['cpu_s_per_gb'])}s/GB "
+        f"(in T {_fmt(d.get('cpu_s_per_gb_measured'))}) "
         f"rss={d['peak_rss_agent_mb']:.0f}MB util={d['cpu_utilisation']:.0%} verified={d['verified']}"
         + (f" moved={d['moved_share']:.1%}" if "moved_share" in d else "")
     )
@@ -220,6 +221,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "T_min/T",
         "origin copies",
         "CPU s/GB",
+        "CPU s/GB in T",
         "peak RSS/agent (MB)",
         "CPU util",
         "moved/artifact",
@@ -236,6 +238,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             _fmt(d["efficiency"], ".2f"),
             f"{d['origin_copies']:.2f}",
             _fmt(d["cpu_s_per_gb"]),
+            _fmt(d.get("cpu_s_per_gb_measured")),
             f"{d['peak_rss_agent_mb']:.0f}",
             f"{d['cpu_utilisation']:.0%}",
             f"{d['moved_share']:.1%}" if "moved_share" in d else "",

@@ -90,6 +90,15 @@ class Process:
         except (OSError, ValueError, IndexError):
             pass
 
+    def cpu_s(self) -> float:
+        """CPU seconds the process (and its reaped children) has used so far, from /proc; 0 once gone."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return 0.0
+        # utime, stime, cutime, cstime: fields 14-17 of stat(5), 12-15 after the command name
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
     def alive(self) -> bool:
         # through wait4, never Popen.poll(): that would reap the process and lose its rusage
         return self.poll() is None
