@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
+import math
 import os
 import socket
 import time
@@ -178,6 +180,33 @@ def test_accepted_uploads_are_sent_one_after_another(peer: tuple[str, PeerServer
     assert hashlib.sha256(httpx.get(f"{url}/v1/chunks/{sha}").content).hexdigest() == sha
 
 
+def test_requesters_turned_away_together_are_told_to_come_back_apart(
+    peer: tuple[str, PeerServer, str],
+) -> None:
+    url, server, sha = peer
+    moving = [Response(200, progressed=float("inf")) for _ in range(server.max_upload_slots)]
+    server.active.update(dict.fromkeys(moving, "127.0.0.1"))
+    try:
+        # uploads take 0.4 s, the one being sent has just begun: the first back in 0.4 s, then each
+        # an upload time after the one before, up to the longest wait (Retry-After: whole seconds, up)
+        server._upload_time, server._sending_since = 0.4, time.monotonic()
+        waits = [
+            float(httpx.get(f"{url}/v1/chunks/{sha}").headers["x-swarmupdate-retry-after"]) for _ in range(8)
+        ]
+        assert 0.3 <= waits[0] <= 0.4, waits
+        for before, after in itertools.pairwise(waits[:3]):
+            assert 0.3 <= after - before <= 0.4, waits  # (less the time between the two requests)
+        assert waits[6:] == [2.0, 2.0], waits
+        assert httpx.get(f"{url}/v1/chunks/{sha}").headers["retry-after"] == "2"
+        # once the promised times have passed, the next one is told when the slot frees, as before
+        server._promised = time.monotonic() - 1
+        assert float(httpx.get(f"{url}/v1/chunks/{sha}").headers["x-swarmupdate-retry-after"]) <= 0.4
+    finally:
+        server._sending_since = None
+        for m in moving:
+            server.active.pop(m)
+
+
 def test_upload_slots_give_429(peer: tuple[str, PeerServer, str]) -> None:
     url, server, sha = peer
     # as if two uploads were in progress and moving (a block just went out): nobody to preempt
@@ -195,7 +224,8 @@ def test_upload_slots_give_429(peer: tuple[str, PeerServer, str]) -> None:
         assert r.status_code == 429 and r.headers["retry-after"] == "1"
         assert 0.05 <= float(r.headers["x-swarmupdate-retry-after"]) <= 0.3
         # one sending far longer than usual (a slow reader): the shortest wait, not a negative one
-        server._sending_since = time.monotonic() - 5
+        # (nobody turned away just before: see the next test)
+        server._sending_since, server._promised = time.monotonic() - 5, -math.inf
         assert httpx.get(f"{url}/v1/chunks/{sha}").headers["x-swarmupdate-retry-after"] == "0.05"
     finally:
         server._sending_since = None
