@@ -62,8 +62,10 @@ MIN_POLL_GAP = 0.1
 #: number of peers watched: the gap between two requests to one peer is at least (peers watched) /
 #: POLL_BUDGET. Each answer costs both ends a request, a response and a decision of the core; at
 #: 100 Mbit/s a peer changes ten times a second, and 24 agents each watching 23 peers every 0.1 s spent
-#: more CPU on bitfields than on chunks (testbed, N = 24: 19-20 s with 0.1 s, 14.7 s with 0.5 s).
-POLL_BUDGET = 40.0
+#: more CPU on bitfields than on chunks (testbed, N = 24: 19-20 s with 0.1 s, 14.7 s with 0.5 s). 20,
+#: not 40, once 429s stopped sending requesters back in herds: cpu N = 24 19.2 / 20.2 -> 17.8 / 17.5 s,
+#: network N = 16 33.9 / 33.6 -> 33.8 / 33.9 s; then they were still five answers per chunk sent.
+POLL_BUDGET = 20.0
 
 
 def poll_gap(watched: int) -> float:
