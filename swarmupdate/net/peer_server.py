@@ -309,7 +309,7 @@ class PeerServer:
         wait = RETRY_UNKNOWN
         if self._upload_time and self._sending_since is not None:
             now = anyio.current_time()
-            free = now + self._upload_time - (now - self._sending_since)
+            free = self._sending_since + self._upload_time
             at = max(free, self._promised + RETRY_SPACING * self._upload_time)
             wait = min(RETRY_MAX, max(RETRY_MIN, at - now))
             self._promised = now + wait
