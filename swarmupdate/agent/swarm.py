@@ -135,6 +135,12 @@ class SwarmRuntime:
         chunks = self.release.manifest.chunks
         return sum(chunks[i].length for i in range(len(chunks)) if i not in self.have)
 
+    def to_unique(self, bf: Bitfield) -> Bitfield:
+        """A peer's bitfield over manifest indexes, as one over unique chunks (the core's indexes)."""
+        if self._identity:
+            return bf
+        return Bitfield(len(self.unique), (u for u in range(len(self.unique)) if self.members[u][0] in bf))
+
     def pulling(self) -> list[int]:
         """Manifest indexes of the chunks being fetched from the origin right now."""
         return [self.members[u][0] for u in self.origin_pulling]
@@ -391,13 +397,7 @@ class SwarmRuntime:
                     else:
                         self._send(PeerGone(peer_id))
                     return
-                unique = (
-                    bf
-                    if self._identity
-                    else Bitfield(
-                        len(self.unique), (u for u in range(len(self.unique)) if self.members[u][0] in bf)
-                    )
-                )
+                unique = self.to_unique(bf)
                 self._send(BitfieldUpdate(peer_id, unique, frozenset(self.unique_of[i] for i in pulling)))
                 asked = self._watching.get(peer_id, -math.inf)
                 if (
