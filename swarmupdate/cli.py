@@ -257,6 +257,7 @@ def cmd_tls_issue(args: argparse.Namespace) -> int:
 def cmd_origin_serve(args: argparse.Namespace) -> int:
     import anyio
 
+    from swarmupdate import runloop
     from swarmupdate.origin.server import OriginServer
 
     if not args.dir.is_dir():
@@ -277,7 +278,7 @@ def cmd_origin_serve(args: argparse.Namespace) -> int:
             print(f"origin serving {args.dir} on http://{host}:{bound}/", flush=True)
 
     try:
-        anyio.run(run)
+        runloop.run(run)
     except KeyboardInterrupt:
         return 130
     return 0
@@ -286,6 +287,7 @@ def cmd_origin_serve(args: argparse.Namespace) -> int:
 def cmd_tracker_serve(args: argparse.Namespace) -> int:
     import anyio
 
+    from swarmupdate import runloop
     from swarmupdate.tracker.service import run_tracker
 
     host, port = args.listen
@@ -296,7 +298,7 @@ def cmd_tracker_serve(args: argparse.Namespace) -> int:
             print(f"tracker serving on http://{host}:{bound}/", flush=True)
             await _until_signal(tg)
 
-    anyio.run(run)
+    runloop.run(run)
     return 0
 
 
@@ -319,6 +321,7 @@ async def _until_signal(tg: Any, on_hup: Callable[[], None] | None = None) -> No
 def cmd_agent_run(args: argparse.Namespace) -> int:
     import anyio
 
+    from swarmupdate import runloop
     from swarmupdate.agent.config import load_config
     from swarmupdate.agent.service import Agent
 
@@ -335,7 +338,7 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
             print(f"agent {config.node_id} serving peers on port {port}", flush=True)
             await _until_signal(tg, agent.poll_now)
 
-    anyio.run(run)
+    runloop.run(run)
     return 0
 
 
