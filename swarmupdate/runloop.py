@@ -17,7 +17,7 @@ import anyio
 
 from swarmupdate.errors import ConfigError
 
-__all__ = ["ENV", "backend_options", "loop_name", "run"]
+__all__ = ["ENV", "backend_options", "run"]
 
 ENV = "SWARMUPDATE_EVENT_LOOP"
 _CHOICES = ("auto", "uvloop", "asyncio")
@@ -43,11 +43,6 @@ def backend_options(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
             raise ConfigError(f"{ENV}=uvloop: uvloop is not installed ({exc})") from exc
         return {}
     return {"use_uvloop": True}
-
-
-def loop_name(options: Mapping[str, Any]) -> str:
-    """``uvloop`` or ``asyncio``: what :func:`backend_options` chose (for logs)."""
-    return "uvloop" if options.get("use_uvloop") else "asyncio"
 
 
 def run(fn: Callable[[], Awaitable[T]]) -> T:
